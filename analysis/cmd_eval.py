@@ -1,0 +1,48 @@
+"""``lraee eval``: zero-shot top-1/top-5 and mean per-class recall, as a table and JSON."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
+                                 check_out_file, load_encoder_from_args)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="zero-shot evaluation (top-1, top-5, mean per-class recall)",
+                       description="Zero-shot classification with prompt-ensemble class embeddings. Writes "
+                                   "{model, pretrained, dataset, precision, templates, n, top1, top5, "
+                                   "mean_per_class_recall} (fractions in [0, 1]).")
+    add_model_args(p)
+    add_precision_arg(p)
+    add_data_args(p)
+    add_runtime_args(p)
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.json", help="result file (written atomically)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from analysis import atomic
+    from analysis.data.sources import open_source
+    from analysis.features import DEFAULT_CACHE_DIR, get_features
+    from analysis.templates import resolve_templates
+    from analysis.zeroshot import metrics
+
+    out = check_out_file(args.out, ".json")
+    source = open_source(args.data, args.split, args.n, args.classnames)
+    tname, templates = resolve_templates(args.templates)
+    enc = load_encoder_from_args(args)
+    fs = get_features(enc, source, args.precision, tname, templates, args.cache_dir or DEFAULT_CACHE_DIR,
+                      batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    m = metrics(fs["top5"], fs["labels"], len(source.classes))
+    result = {"model": enc.name, "pretrained": enc.pretrained, "dataset": source.name,
+              "precision": args.precision, "templates": tname, **m}
+    rows = [("model", enc.name), ("pretrained", enc.pretrained or "-"), ("dataset", source.name),
+            ("precision", args.precision), ("templates", f"{tname} ({len(templates)})"), ("n", m["n"]),
+            ("top1", f"{100 * m['top1']:.2f} %"), ("top5", f"{100 * m['top5']:.2f} %"),
+            ("mean per-class recall", f"{100 * m['mean_per_class_recall']:.2f} %")]
+    w = max(len(r[0]) for r in rows)
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+    atomic.write_json(out, result)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,43 @@
+"""``lraee info``: the encoder geometry (the one source of truth), as a table or JSON."""
+from __future__ import annotations
+
+import json
+
+from analysis.cli_common import add_model_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="print an encoder's geometry (depth, width, tokens, params, MACs)",
+                       description="Print the geometry of an open_clip ViT image tower. Without --pretrained a "
+                                   "named model is built with random weights (geometry does not depend on them).")
+    add_model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON (what torch-free packages consume)")
+    p.add_argument("--list-models", action="store_true", help="list the open_clip ViT config names and exit")
+    p.set_defaults(func=run)
+
+
+def geometry_record(enc) -> dict:
+    """Geometry dict plus the image tower's MAC count from hwsim's workload model."""
+    from hwsim.workload import vision_macs
+
+    d = enc.geometry.to_dict()
+    d["macs"] = int(vision_macs(enc.geometry))
+    d["pretrained"] = enc.pretrained
+    return d
+
+
+def run(args) -> int:
+    from quant.encoder import load_encoder, vit_model_names
+
+    if args.list_models:
+        print("\n".join(["tiny"] + vit_model_names()))
+        return 0
+    enc = load_encoder(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
+                       random_init=args.pretrained is None)
+    rec = geometry_record(enc)
+    if args.json:
+        print(json.dumps(rec, indent=2))
+        return 0
+    for k, v in rec.items():
+        print(f"{k:>16}  {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:>16}  {v}")
+    return 0

@@ -1,0 +1,1 @@
+"""Datasets: the procedural default, ImageFolder directories and ImageNet val (folder layout)."""

@@ -1,0 +1,1 @@
+"""hls4ml generation of the exit blocks (SSA head, gate, comparator)."""

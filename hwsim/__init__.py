@@ -1,0 +1,1 @@
+"""Systolic-array simulator that replays per-sample exit traces (torch-free)."""

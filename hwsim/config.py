@@ -1,0 +1,199 @@
+"""Accelerator configuration: a YAML file validated with pydantic (field-level errors).
+
+See ``docs/hwsim.md`` for the schema and ``hwsim/configs/arch.yaml`` for the default.
+Units: clock in MHz, SRAM in KiB, DRAM bandwidth in GB/s (1e9 bytes/s), power in mW,
+energies in pJ, cycles of the accelerator clock.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from analysis.errors import InputError
+
+from .cycles import DATAFLOWS, OS_VARIANTS
+
+BATCH_POLICIES = ("static", "regroup", "stream")
+ARRIVALS = ("closed", "poisson")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArrayCfg(_Strict):
+    """The systolic array: rows x cols PEs, dataflow, OS cycle variant."""
+
+    rows: int = Field(32, gt=0, description="array height R (PEs)")
+    cols: int = Field(32, gt=0, description="array width C (PEs)")
+    dataflow: Literal["os", "ws", "is"] = "ws"
+    os_variant: Literal["scalesim", "paper"] = "scalesim"
+
+
+class PrecisionCfg(_Strict):
+    operand_bits: int = Field(8, gt=0, le=64, description="weight/activation width, bits")
+    accumulator_bits: int = Field(32, gt=0, le=64, description="partial-sum width, bits")
+
+
+class SramCfg(_Strict):
+    """On-chip buffers (double-buffered: half of each is filled while the other half computes)."""
+
+    ifmap_kb: float = Field(256, gt=0, description="ifmap buffer, KiB")
+    filter_kb: float = Field(256, gt=0, description="filter (weight) buffer, KiB")
+    ofmap_kb: float = Field(128, gt=0, description="ofmap/partial-sum buffer, KiB")
+    banks: int = Field(4, gt=0, description="banks per buffer (energy uses the bank size)")
+
+
+class DramCfg(_Strict):
+    bandwidth_gbps: float = Field(12.8, gt=0, description="DRAM bandwidth, GB/s")
+
+
+class VectorUnitCfg(_Strict):
+    """SIMD unit for LayerNorm, softmax, GELU, residual adds: ``lanes`` elements per cycle
+    per unit of cost; an element of kind X takes ``cycles_per_elem[X]`` lane-cycles."""
+
+    lanes: int = Field(32, gt=0)
+    cycles_per_elem: dict[Literal["layernorm", "softmax", "gelu", "add", "mean", "scale"], float] = Field(
+        default_factory=lambda: {"layernorm": 2.0, "softmax": 3.0, "gelu": 2.0, "add": 1.0, "mean": 1.0, "scale": 1.0})
+
+    @field_validator("cycles_per_elem")
+    @classmethod
+    def _positive(cls, v):
+        for k, x in v.items():
+            if x <= 0:
+                raise ValueError(f"{k} must be > 0")
+        return v
+
+
+class ExitUnitCfg(_Strict):
+    """Gate + threshold comparator block. ``hls_report`` (a JSON path) overrides
+    ``latency_cycles`` / ``interval_cycles`` when the file exists."""
+
+    latency_cycles: int = Field(64, gt=0, description="cycles for one sample's gate decision")
+    interval_cycles: int = Field(4, gt=0, description="initiation interval between samples, cycles")
+    energy_pj: Optional[float] = Field(None, ge=0, description="energy per evaluation, pJ; default from table")
+    hls_report: Optional[str] = None
+
+
+class BatchCfg(_Strict):
+    policy: Literal["static", "regroup", "stream"] = "static"
+    size: int = Field(8, gt=0, description="samples per batch (stream uses 1)")
+    timeout_us: float = Field(1000.0, gt=0, description="poisson: max wait to fill a batch, us")
+    max_in_flight: int = Field(1, gt=0, description="groups in the pipeline at once (1 = no overlap)")
+
+
+class ArrivalCfg(_Strict):
+    mode: Literal["closed", "poisson"] = "closed"
+    rate_per_s: float = Field(100.0, gt=0, description="poisson arrival rate, images/s")
+    seed: int = 0
+
+
+class LeakageCfg(_Strict):
+    """Static power (assumptions, not from Horowitz): per PE, per KiB of SRAM, and the rest."""
+
+    pe_uw: float = Field(1.0, ge=0, description="leakage per PE, uW")
+    sram_uw_per_kb: float = Field(5.0, ge=0, description="leakage per KiB SRAM, uW")
+    other_mw: float = Field(5.0, ge=0, description="vector unit, exit unit, control, mW")
+
+
+class EnergyCfg(_Strict):
+    """``table``: ``horowitz45`` (default), a YAML file of per-action energies, or an Accelergy
+    ERT summary (``accelergy_ert`` with ``accelergy_map``)."""
+
+    table: str = "horowitz45"
+    accelergy_ert: Optional[str] = None
+    accelergy_map: dict[str, str] = Field(default_factory=dict)
+    leakage: LeakageCfg = Field(default_factory=LeakageCfg)
+
+
+class ArchConfig(_Strict):
+    """A whole accelerator. Every field has a default; see ``hwsim/configs/arch.yaml``."""
+
+    name: str = "default"
+    clock_mhz: float = Field(500.0, gt=0)
+    array: ArrayCfg = Field(default_factory=ArrayCfg)
+    precision: PrecisionCfg = Field(default_factory=PrecisionCfg)
+    sram: SramCfg = Field(default_factory=SramCfg)
+    dram: DramCfg = Field(default_factory=DramCfg)
+    vector_unit: VectorUnitCfg = Field(default_factory=VectorUnitCfg)
+    exit_unit: ExitUnitCfg = Field(default_factory=ExitUnitCfg)
+    batch: BatchCfg = Field(default_factory=BatchCfg)
+    arrivals: ArrivalCfg = Field(default_factory=ArrivalCfg)
+    energy: EnergyCfg = Field(default_factory=EnergyCfg)
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        """DRAM bytes transferred per accelerator cycle."""
+        return self.dram.bandwidth_gbps * 1e9 / (self.clock_mhz * 1e6)
+
+    @property
+    def effective_batch(self) -> int:
+        return 1 if self.batch.policy == "stream" else self.batch.size
+
+
+_ALLOWED = {
+    "dataflow": ", ".join(DATAFLOWS), "os_variant": ", ".join(OS_VARIANTS),
+    "policy": ", ".join(BATCH_POLICIES), "mode": ", ".join(ARRIVALS),
+}
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """One line naming the file, the first bad field and the problem."""
+    e = err.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    field = str(e["loc"][-1]) if e["loc"] else ""
+    allowed = _ALLOWED.get(field)
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}" + (f"; allowed: {allowed}" if allowed else "") + more
+
+
+def arch_from_dict(d: dict[str, Any], source: str = "<dict>") -> ArchConfig:
+    """Validate a mapping into an :class:`ArchConfig`; raise InputError on bad fields."""
+    if not isinstance(d, dict):
+        raise InputError(f"{source}: <root>: expected a mapping of fields; allowed: {', '.join(ArchConfig.model_fields)}")
+    try:
+        return ArchConfig.model_validate(d)
+    except ValidationError as err:
+        raise InputError(format_validation_error(source, err)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file; InputError on a missing file or a syntax error."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: <root>: not valid YAML{where}") from None
+
+
+def load_arch(path: str | Path) -> ArchConfig:
+    """Load and validate an accelerator YAML file."""
+    cfg = arch_from_dict(load_yaml(path), str(path))
+    return _resolve_paths(cfg, Path(path).parent)
+
+
+def _resolve_paths(cfg: ArchConfig, base: Path) -> ArchConfig:
+    upd = {}
+    e = cfg.energy
+    if e.table not in ("horowitz45",) and not Path(e.table).is_absolute():
+        upd["table"] = str(base / e.table)
+    if e.accelergy_ert and not Path(e.accelergy_ert).is_absolute():
+        upd["accelergy_ert"] = str(base / e.accelergy_ert)
+    if upd:
+        cfg = cfg.model_copy(update={"energy": e.model_copy(update=upd)})
+    x = cfg.exit_unit
+    if x.hls_report and not Path(x.hls_report).is_absolute():
+        cfg = cfg.model_copy(update={"exit_unit": x.model_copy(update={"hls_report": str(base / x.hls_report)})})
+    return cfg

@@ -1,0 +1,360 @@
+"""Design-space exploration: sweep accelerator configs (x exit traces), stream results.
+
+A space file (YAML, see ``hwsim/configs/space.yaml``)::
+
+    base: arch.yaml            # optional, relative to the space file (default: built-in)
+    mode: grid                 # grid | random
+    samples: 200               # random: number of configs drawn
+    seed: 0
+    max_configs: 100000        # refuse larger spaces (the CLI's --max-configs overrides)
+    parameters:                # dotted accelerator fields -> candidate values
+      array.rows: [16, 32, 64]
+      array.dataflow: [os, ws, is]
+    traces: [trace.csv]        # optional; each trace is one exit-policy operating point
+    area: {pe: 1.0, sram_kb: 1.0}   # area proxy = pe * PEs + sram_kb * SRAM KiB
+
+Each (config, trace) is evaluated with :func:`hwsim.closed_form.evaluate` when that is
+exact (closed arrivals, static or stream batches, one group in flight) and with the SimPy
+replay otherwise. Rows are streamed to ``results.csv`` (temp file renamed at the end);
+only the objective columns are kept in memory for the Pareto front.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from analysis.atomic import atomic_path, write_json
+from analysis.errors import InputError
+from quant.geometry import EncoderGeometry
+
+from .closed_form import ENERGY_KEYS, evaluate
+from .config import ArchConfig, arch_from_dict, format_validation_error, load_arch, load_yaml
+from .costs import build_costs
+from .pareto import pareto_mask
+from .trace import ExitTrace
+from .workload import layer_macs
+
+SPACE_KEYS = ("base", "mode", "samples", "seed", "max_configs", "parameters", "traces", "area", "geometry")
+
+
+class Space:
+    """A validated design space: base config, parameter lists, mode."""
+
+    def __init__(self, path: str | Path, max_configs: int | None = None):
+        path = Path(path)
+        d = load_yaml(path)
+        src = str(path)
+        if not isinstance(d, dict):
+            raise InputError(f"{src}: <root>: expected a mapping; allowed: {', '.join(SPACE_KEYS)}")
+        for k in d:
+            if k not in SPACE_KEYS:
+                raise InputError(f"{src}: {k}: unknown field; allowed: {', '.join(SPACE_KEYS)}")
+        self.path = path
+        base = d.get("base")
+        self.base = load_arch(path.parent / base) if base else ArchConfig()
+        self.mode = d.get("mode", "grid")
+        if self.mode not in ("grid", "random"):
+            raise InputError(f"{src}: mode: {self.mode!r}; allowed: grid, random")
+        self.seed = d.get("seed", 0)
+        params = d.get("parameters") or {}
+        if not isinstance(params, dict) or not params:
+            raise InputError(f"{src}: parameters: missing or empty; allowed: a mapping of dotted fields to lists")
+        base_dict = self.base.model_dump()
+        self.params: dict[str, list] = {}
+        for key, values in params.items():
+            if not isinstance(values, list) or not values:
+                raise InputError(f"{src}: parameters.{key}: expected a non-empty list; allowed: a list of values")
+            if _get(base_dict, key) is _MISSING:
+                raise InputError(f"{src}: parameters.{key}: unknown accelerator field; allowed: dotted fields of the "
+                                 f"arch schema ({', '.join(ArchConfig.model_fields)})")
+            for v in values:   # validate every value alone: errors name the field
+                dd = self.base.model_dump()
+                _set(dd, key, v)
+                try:
+                    ArchConfig.model_validate(dd)
+                except Exception as err:  # pydantic.ValidationError
+                    raise InputError(format_validation_error(f"{src}: parameters", err)) from None
+            self.params[key] = values
+        grid = math.prod(len(v) for v in self.params.values())
+        if self.mode == "random":
+            s = d.get("samples")
+            if not isinstance(s, int) or s < 1:
+                raise InputError(f"{src}: samples: {s!r}; allowed: an integer >= 1 (random mode)")
+            self.n_configs = s
+        else:
+            self.n_configs = grid
+        self.trace_paths = [path.parent / t for t in (d.get("traces") or [])]
+        area = d.get("area") or {}
+        self.area_pe = float(area.get("pe", 1.0))
+        self.area_kb = float(area.get("sram_kb", 1.0))
+        self.geometry_path = (path.parent / d["geometry"]) if d.get("geometry") else None
+        limit = max_configs if max_configs is not None else d.get("max_configs", 100000)
+        self.max_configs = limit
+
+    def check_size(self, n_traces: int) -> int:
+        total = self.n_configs * max(n_traces, 1)
+        if total > self.max_configs:
+            raise InputError(f"{self.path}: parameters: {total} evaluations ({self.n_configs} configs x "
+                             f"{max(n_traces, 1)} traces) exceed --max-configs {self.max_configs}; allowed: "
+                             f"at most {self.max_configs} (raise --max-configs or shrink the space)")
+        return total
+
+    def configs(self) -> Iterator[tuple[int, dict]]:
+        """Yield (config_id, {dotted key: value}) lazily (memory bounded)."""
+        keys = list(self.params)
+        if self.mode == "grid":
+            for i, combo in enumerate(itertools.product(*(self.params[k] for k in keys))):
+                yield i, dict(zip(keys, combo))
+        else:
+            rng = np.random.default_rng(self.seed)
+            for i in range(self.n_configs):
+                yield i, {k: self.params[k][int(rng.integers(len(self.params[k])))] for k in keys}
+
+
+_MISSING = object()
+
+
+def _get(d, dotted):
+    cur = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _MISSING
+        cur = cur[part]
+    return cur
+
+
+def _set(d, dotted, value):
+    parts = dotted.split(".")
+    cur = d
+    for p in parts[:-1]:
+        cur = cur[p]
+    cur[parts[-1]] = value
+
+
+def flops_saving(geometry: EncoderGeometry, exit_layer: np.ndarray) -> float:
+    """1 - E[backbone MACs up to the exit] / MACs(full depth), weighted per block (paper's
+    definition; exit heads not counted)."""
+    cum = np.cumsum(layer_macs(geometry))
+    return float(1.0 - cum[np.asarray(exit_layer) - 1].mean() / cum[-1])
+
+
+def exact_closed_form(arch: ArchConfig) -> bool:
+    return (arch.arrivals.mode == "closed" and arch.batch.policy in ("static", "stream")
+            and arch.batch.max_in_flight == 1)
+
+
+def evaluate_config(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrace) -> dict:
+    """Summary of one accelerator on one trace (closed form where exact, else SimPy)."""
+    B = arch.effective_batch
+    costs = build_costs(arch, geometry, trace.num_classes, B)
+    if exact_closed_form(arch):
+        s = evaluate(costs, trace, arch.batch.policy, B)
+        s["evaluator"] = "closed_form"
+    else:
+        from .replay import replay
+        s = replay(arch, costs, trace)
+        s["evaluator"] = "replay"
+    return s
+
+
+# ---- workers -------------------------------------------------------------------------------
+_W: dict[str, Any] = {}
+
+
+def _init_worker(base: dict, geometry: EncoderGeometry, traces: list, area: tuple):
+    _W.update(base=base, geometry=geometry, traces=traces, area=area)
+
+
+def _eval_chunk(chunk: list, ctx: dict | None = None) -> list[dict]:
+    ctx = ctx or _W
+    out = []
+    for cid, params in chunk:
+        d = _deepcopy(ctx["base"])
+        for k, v in params.items():
+            _set(d, k, v)
+        arch = ArchConfig.model_validate(d)
+        for ti, trace in enumerate(ctx["traces"]):
+            s = evaluate_config(arch, ctx["geometry"], trace)
+            out.append(_row(cid, ti, params, arch, s, trace, ctx))
+    return out
+
+
+def _eval_chunk_ctx(chunk, ctx):
+    return _eval_chunk(chunk, ctx)
+
+
+def _deepcopy(d):
+    return {k: _deepcopy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in d.items()}
+
+
+def _row(cid, ti, params, arch, s, trace, ctx) -> dict:
+    pes = arch.array.rows * arch.array.cols
+    sram_kb = arch.sram.ifmap_kb + arch.sram.filter_kb + arch.sram.ofmap_kb
+    a_pe, a_kb = ctx["area"]
+    row = {"config_id": cid, "trace_id": ti}
+    row.update({k: v for k, v in params.items()})
+    row.update({
+        "accuracy": s["accuracy"] if s["accuracy"] is not None else "",
+        "latency_mean_us": s["latency_us"]["mean"], "latency_p50_us": s["latency_us"]["p50"],
+        "latency_p95_us": s["latency_us"]["p95"], "latency_p99_us": s["latency_us"]["p99"],
+        "throughput_img_s": s["throughput_img_s"], "makespan_cycles": s["makespan_cycles"],
+        "energy_per_image_uj": s["energy_per_image_uj"]["total"],
+    })
+    for k in ENERGY_KEYS:
+        row[f"energy_{k}_uj"] = s["energy_per_image_uj"][k]
+    row.update({"macs_per_image": s["macs_per_image"], "pe_utilisation": s["utilisation"]["pe"],
+                "array_utilisation": s["utilisation"]["array"], "pes": pes, "sram_kb": sram_kb,
+                "area_proxy": a_pe * pes + a_kb * sram_kb, "evaluator": s["evaluator"]})
+    return row
+
+
+# ---- driver --------------------------------------------------------------------------------
+def _chunks(it, size):
+    buf = []
+    for x in it:
+        buf.append(x)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, out_dir: str | Path,
+            workers: int | None = None, scheduler: str | None = None, progress: bool = True,
+            chunk_size: int | None = None) -> dict:
+    """Run the sweep; write results.csv, pareto.csv, pareto.png and dse.json under ``out_dir``.
+
+    ``scheduler``: a Dask distributed scheduler address (``tcp://host:8786``) to run on a
+    cluster; else a local process pool of ``workers`` (default: CPU count; 1 = in process).
+    """
+    from tqdm import tqdm
+    total = space.check_size(len(traces))
+    out_dir = Path(out_dir)
+    workers = workers or os.cpu_count() or 1
+    chunk_size = chunk_size or max(1, min(50, space.n_configs // (max(workers, 1) * 8) or 1))
+    base = space.base.model_dump()
+    area = (space.area_pe, space.area_kb)
+    keys = list(space.params)
+    cols = (["config_id", "trace_id"] + keys + ["accuracy", "latency_mean_us", "latency_p50_us", "latency_p95_us",
+            "latency_p99_us", "throughput_img_s", "makespan_cycles", "energy_per_image_uj"]
+            + [f"energy_{k}_uj" for k in ENERGY_KEYS]
+            + ["macs_per_image", "pe_utilisation", "array_utilisation", "pes", "sram_kb", "area_proxy", "evaluator"])
+    objectives = []   # (config_id, trace_id, -acc, p95, energy, area)
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, desc="dse", unit="eval", disable=not progress)
+    with atomic_path(out_dir / "results.csv") as tmp:
+        with tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+
+            def consume(rows):
+                for r in rows:
+                    w.writerow(r)
+                    acc = r["accuracy"] if r["accuracy"] != "" else 0.0
+                    objectives.append((r["config_id"], r["trace_id"], -acc, r["latency_p95_us"],
+                                       r["energy_per_image_uj"], r["area_proxy"]))
+                bar.update(len(rows))
+
+            chunks = _chunks(space.configs(), chunk_size)
+            if scheduler:
+                _run_dask(scheduler, chunks, base, geometry, traces, area, consume)
+            elif workers == 1:
+                ctx = {"base": base, "geometry": geometry, "traces": traces, "area": area}
+                for ch in chunks:
+                    consume(_eval_chunk(ch, ctx))
+            else:
+                _run_pool(workers, chunks, base, geometry, traces, area, consume)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    obj = np.array([o[2:] for o in objectives], dtype=float)
+    ids = [(o[0], o[1]) for o in objectives]
+    mask = pareto_mask(obj) if len(obj) else np.zeros(0, bool)
+    front = sorted(i for i, m in zip(ids, mask) if m)
+    _write_front(out_dir, front, obj, ids, mask, traces)
+    summary = {"space": str(space.path), "mode": space.mode, "evaluations": len(objectives),
+               "configs": space.n_configs, "traces": len(traces), "pareto_points": int(mask.sum()),
+               "seconds": elapsed, "scheduler": scheduler or f"process pool ({workers})",
+               "objectives": ["accuracy (max)", "latency_p95_us (min)", "energy_per_image_uj (min)",
+                              "area_proxy (min)"],
+               "flops_saving": [flops_saving(geometry, t.exit_layer) for t in traces]}
+    write_json(out_dir / "dse.json", summary)
+    return summary
+
+
+def _run_pool(workers, chunks, base, geometry, traces, area, consume):
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             initargs=(base, geometry, traces, area)) as ex:
+        pending = set()
+        for ch in chunks:
+            pending.add(ex.submit(_eval_chunk, ch))
+            if len(pending) >= 4 * workers:   # bounded queue: memory does not grow with the space
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    consume(f.result())
+        for f in wait(pending).done:
+            consume(f.result())
+
+
+def _run_dask(address, chunks, base, geometry, traces, area, consume):
+    try:
+        from dask.distributed import Client, as_completed
+    except ImportError:
+        raise InputError("--scheduler: dask.distributed is not installed; allowed: pip install 'dask[distributed]'") from None
+    try:
+        client = Client(address, timeout=10)
+    except (OSError, TimeoutError) as e:
+        raise InputError(f"--scheduler: cannot reach {address!r} ({type(e).__name__}); allowed: a running "
+                         "Dask scheduler address such as tcp://host:8786") from None
+    try:
+        ctx = client.scatter({"base": base, "geometry": geometry, "traces": traces, "area": area}, broadcast=True)
+        window = max(4, 4 * len(client.scheduler_info().get("workers", {})) or 4)
+        ac = as_completed()
+        inflight = 0
+        for ch in chunks:
+            ac.add(client.submit(_eval_chunk_ctx, ch, ctx, pure=False))
+            inflight += 1
+            if inflight >= window:
+                consume(next(ac).result())
+                inflight -= 1
+        for f in ac:
+            consume(f.result())
+    finally:
+        client.close()
+
+
+def _write_front(out_dir: Path, front, obj, ids, mask, traces):
+    with atomic_path(out_dir / "pareto.csv") as tmp:
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["config_id", "trace_id", "accuracy", "latency_p95_us", "energy_per_image_uj", "area_proxy"])
+            for i in np.nonzero(mask)[0]:
+                w.writerow([ids[i][0], ids[i][1], -obj[i, 0], obj[i, 1], obj[i, 2], obj[i, 3]])
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    if len(obj):
+        for ax, (xi, yi, xl, yl) in zip(axes, [(1, 2, "latency p95 (us)", "energy / image (uJ)"),
+                                             (2, 0, "energy / image (uJ)", "accuracy")]):
+            y = -obj[:, yi] if yi == 0 else obj[:, yi]
+            ax.scatter(obj[:, xi], y, s=6, c="0.7", label="all")
+            m2 = pareto_mask(np.c_[obj[:, xi], -y if yi == 0 else y])
+            order = np.argsort(obj[m2, xi])
+            ax.plot(obj[m2, xi][order], y[m2][order], "o-", c="C3", ms=4, label="2-D front")
+            ax.scatter(obj[mask, xi], y[mask], s=14, facecolors="none", edgecolors="C0", label="4-D front")
+            ax.set_xlabel(xl); ax.set_ylabel(yl); ax.set_xscale("log")
+            ax.legend(fontsize=7)
+    fig.suptitle("hwsim DSE: Pareto fronts (accuracy x latency x energy x area)")
+    fig.tight_layout()
+    with atomic_path(out_dir / "pareto.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""Encoder geometry: the one source of truth for token counts and widths.
+
+Every package (hwsim, the fixed-point exit unit, hls, analysis) takes depth, width,
+token counts and MLP width from an :class:`EncoderGeometry`, never from constants of
+its own. This module is torch-free: it is built from an open_clip model by
+``quant.encoder.geometry_of`` and round-trips through JSON for torch-free consumers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+GEOMETRY_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EncoderGeometry:
+    """Shape facts of a ViT image tower (CLIP vision encoder).
+
+    Attributes:
+        model: open_clip model name (e.g. ``ViT-B-32``, ``lraee-tiny``).
+        depth: number of transformer blocks.
+        width: token width d (channels per token).
+        heads: attention heads per block; head width = width // heads.
+        patch_size: square patch side, pixels.
+        image_size: square input side, pixels.
+        grid: patches per side (image_size // patch_size).
+        patch_tokens: N = grid * grid patch tokens.
+        tokens: N + 1 (patch tokens plus the [CLS] token).
+        mlp_width: hidden width of each block's MLP.
+        embed_dim: width of the final (projected) image embedding.
+        activation: MLP activation, ``gelu`` or ``quick_gelu``.
+        vision_params: parameter count of the image tower.
+        total_params: parameter count of the whole CLIP model (image + text).
+    """
+
+    model: str
+    depth: int
+    width: int
+    heads: int
+    patch_size: int
+    image_size: int
+    grid: int
+    patch_tokens: int
+    tokens: int
+    mlp_width: int
+    embed_dim: int
+    activation: str
+    vision_params: int
+    total_params: int
+
+    def __post_init__(self) -> None:
+        if self.grid * self.grid != self.patch_tokens or self.tokens != self.patch_tokens + 1:
+            raise ValueError(
+                f"inconsistent geometry: grid={self.grid}, patch_tokens={self.patch_tokens}, tokens={self.tokens}"
+            )
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+
+    @property
+    def head_width(self) -> int:
+        """Channels per attention head."""
+        return self.width // self.heads
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["head_width"] = self.head_width
+        d["schema_version"] = GEOMETRY_SCHEMA_VERSION
+        return d
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "EncoderGeometry":
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise ValueError(f"{source}: geometry is missing field(s) {', '.join(missing)}")
+        return cls(**{n: d[n] for n in names})
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "EncoderGeometry":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: geometry file not found") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(d, source=str(path))
+
+
+GEOMETRY_DIR = Path(__file__).parent / "configs" / "geometry"
+
+
+def shipped_geometry(model: str) -> EncoderGeometry:
+    """Geometry of a model whose JSON ships with the package (``ViT-B-32``, ``lraee-tiny``).
+
+    These files are written by ``lraee info --json`` from the open_clip configs, and a test
+    checks they still equal what the loader reads off the model; torch-free code (hwsim
+    tests and benchmarks) uses them instead of building the model.
+    """
+    path = GEOMETRY_DIR / f"{model}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in GEOMETRY_DIR.glob("*.json"))
+        raise ValueError(f"no shipped geometry for {model!r}; available: {', '.join(known)}")
+    return EncoderGeometry.from_json(path)

@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.data.sources import open_source
+from analysis.features import get_features
+from analysis.templates import resolve_templates
+from quant.encoder import TINY_WEIGHTS, load_encoder
+
+
+def _features(enc, cache, templates="paper", n=12):
+    src = open_source("procedural", "gating", n)
+    name, t = resolve_templates(templates)
+    return get_features(enc, src, "fp32", name, t, cache, batch_size=5, progress=False)
+
+
+def test_cache_contents(tmp_path, tiny_random):
+    fs = _features(tiny_random, tmp_path)
+    g = tiny_random.geometry
+    assert not fs.hit
+    assert fs["ssa_mean"].shape == (12, g.depth, g.width) and fs["cls"].shape == (12, g.depth, g.width)
+    assert fs["sav"].shape == (12, g.depth) and (fs["sav"] > 0).all()
+    assert fs["final_embedding"].shape == (12, g.embed_dim)
+    assert fs["top5"].shape == (12, 5) and fs["text_embeddings"].shape == (25, g.embed_dim)
+    meta = json.loads(fs.path.with_suffix(".json").read_text())
+    assert meta["blocks"] == list(range(1, g.depth + 1)) and meta["key"]["weights_sha256"]
+
+
+def test_cache_matches_direct_computation(tmp_path, tiny_random):
+    """SSA mean, CLS and SAV of block 4 equal a direct tapped forward."""
+    from analysis.features import image_batches
+    from quant.taps import tapped_forward
+
+    fs = _features(tiny_random, tmp_path, n=4)
+    src = open_source("procedural", "gating", 4)
+    _, x = next(image_batches(tiny_random, src, 4))
+    with torch.no_grad():
+        z = tapped_forward(tiny_random.model.visual, x).tokens[4]
+    p = z[:, 1:]
+    assert np.array_equal(fs["ssa_mean"][:, 3], p.mean(1).numpy())
+    assert np.array_equal(fs["cls"][:, 3], z[:, 0].numpy())
+    sav = ((p - p.mean(1, keepdim=True)) ** 2).sum(-1).mean(1)
+    assert np.allclose(fs["sav"][:, 3], sav.numpy(), rtol=1e-6)
+
+
+def test_cache_hit_and_invalidation(tmp_path):
+    torch.manual_seed(3)
+    enc = load_encoder("tiny", random_init=True)
+    first = _features(enc, tmp_path)
+    again = _features(enc, tmp_path)
+    assert again.hit and np.array_equal(again["ssa_mean"], first["ssa_mean"])
+    assert not _features(enc, tmp_path, templates="simple").hit  # templates changed
+    with torch.no_grad():
+        enc.model.visual.transformer.resblocks[3].mlp.c_fc.bias.add_(0.5)  # weights changed
+    rebuilt = _features(enc, tmp_path)
+    assert not rebuilt.hit and not np.array_equal(rebuilt["ssa_mean"][:, 3], first["ssa_mean"][:, 3])
+    assert np.array_equal(rebuilt["ssa_mean"][:, 2], first["ssa_mean"][:, 2])  # blocks before 4 unchanged
+    # a damaged sidecar is rebuilt, not trusted
+    rebuilt.path.with_suffix(".json").write_text("{")
+    assert not _features(enc, tmp_path).hit
+    assert _features(enc, tmp_path).hit
+
+
+needs_tiny = pytest.mark.skipif(not TINY_WEIGHTS.is_file(), reason="shipped tiny checkpoint missing")
+
+
+@needs_tiny
+def test_eval_cli_writes_result(run_cli, tmp_path):
+    out = tmp_path / "r.json"
+    rc, stdout, err = run_cli("eval", "--n", "50", "--cache-dir", tmp_path / "c", "--no-progress", "--out", out)
+    assert rc == 0, err
+    r = json.loads(out.read_text())
+    assert set(r) >= {"model", "pretrained", "dataset", "precision", "templates", "n", "top1", "top5",
+                      "mean_per_class_recall"}
+    assert r["n"] == 50 and r["model"] == "lraee-tiny" and r["precision"] == "fp32"
+    assert 0 <= r["top1"] <= r["top5"] <= 1
+    assert "top1" in stdout
+
+
+@needs_tiny
+@pytest.mark.slow
+def test_default_eval_accuracy_in_band(run_cli, tmp_path):
+    """The acceptance check: the shipped tiny CLIP scores 60-95 % top-1 on the 2,000-image eval split."""
+    out = tmp_path / "r.json"
+    rc, _, err = run_cli("eval", "--cache-dir", tmp_path / "c", "--no-progress", "--out", out)
+    assert rc == 0, err
+    r = json.loads(out.read_text())
+    assert r["n"] >= 2000 and 0.60 <= r["top1"] <= 0.95
+
+
+def test_eval_on_image_folder_with_random_vit(run_cli, tmp_path, tiny_random):
+    """The real-data path: an ImageFolder through a checkpoint file."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    for c in ("red_star", "blue_square"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (70, 60, 3), dtype=np.uint8)).save(
+                tmp_path / "data" / c / f"{i}.jpg")
+    ckpt = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_random.model.state_dict().items()}, str(ckpt))
+    out = tmp_path / "r.json"
+    rc, _, err = run_cli("eval", "--model", "tiny", "--pretrained", ckpt, "--data", f"folder:{tmp_path / 'data'}",
+                         "--cache-dir", tmp_path / "c", "--no-progress", "--out", out)
+    assert rc == 0, err
+    r = json.loads(out.read_text())
+    assert r["n"] == 4 and r["dataset"].startswith("folder-data")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--data", "folder:{empty}"], "no images"),
+    (["--templates", "fancy"], "allowed: paper, simple, openai"),
+    (["--split", "test"], "allowed: train, calibration, gating, eval"),
+])
+def test_eval_bad_input_leaves_no_output(run_cli, tmp_path, argv, needle):
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    out = tmp_path / "r.json"
+    argv = [a.format(empty=tmp_path / "empty") for a in argv]
+    rc, _, err = run_cli("eval", *argv, "--cache-dir", tmp_path / "c", "--out", out)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err
+    assert not out.exists() and not (tmp_path / "c").exists()
