@@ -45,6 +45,14 @@ class TrainConfig:
     threads: int = 2
     monitor_every: int = 100
     monitor_n: int = 500
+    init: str = ""  # start from this checkpoint instead of random weights (a second training stage)
+
+
+# The recipe of the shipped checkpoint: stage 2 continues from stage 1's fp16 checkpoint.
+SHIPPED_RECIPE: tuple[TrainConfig, ...] = (
+    TrainConfig(),
+    TrainConfig(seed=1, steps=800, lr=5e-4, warmup=50),
+)
 
 
 def _render_chunk(args: tuple[int, str, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +92,29 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return out
 
 
+def train_recipe(stages: tuple[TrainConfig, ...], out: Path) -> dict:
+    """Run training stages in order; stage k > 1 starts from stage k-1's checkpoint.
+
+    Intermediate checkpoints are kept beside ``out`` as ``<stem>.stage<k>.safetensors``.
+    """
+    out = Path(out)
+    prev = ""
+    for k, cfg in enumerate(stages, 1):
+        if k > 1:
+            cfg = TrainConfig(**{**asdict(cfg), "init": prev})
+        path = out if k == len(stages) else out.with_name(f"{out.stem}.stage{k}{out.suffix}")
+        meta = train_tiny(cfg, path)
+        prev = str(path)
+    return meta
+
+
 def train_tiny(cfg: TrainConfig, out: Path) -> dict:
     """Train from scratch and write ``out`` (.safetensors) plus ``out.with_suffix('.json')``."""
     from quant.encoder import TINY_NAME, load_encoder
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    enc = load_encoder(TINY_NAME, random_init=True)
+    enc = load_encoder(TINY_NAME, pretrained=cfg.init) if cfg.init else load_encoder(TINY_NAME, random_init=True)
     model, tok = enc.model.train(), enc.tokenizer
     ds = ProceduralShapes(cfg.data_seed)
     names = ds.classes
@@ -152,6 +176,9 @@ def train_tiny(cfg: TrainConfig, out: Path) -> dict:
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     meta = {"model": TINY_NAME, "config": asdict(cfg), "train_seconds": round(time.time() - t0, 1),
             "monitor_split": "gating", "history": history, "dtype": "float16"}
+    init_meta = Path(cfg.init).with_suffix(".json") if cfg.init else None
+    if init_meta is not None and init_meta.is_file():
+        meta["init_meta"] = json.loads(init_meta.read_text())  # the earlier stage's settings and curve
     with atomic.atomic_path(out) as tmp:
         save_file(sd, str(tmp), metadata={"lraee": json.dumps({"model": TINY_NAME, "seed": str(cfg.seed)})})
     atomic.write_json(Path(out).with_suffix(".json"), meta)

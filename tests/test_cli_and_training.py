@@ -33,3 +33,14 @@ def test_train_tiny_smoke_loads_through_open_clip_path(tmp_path):
     fresh = load_encoder("tiny", random_init=True)
     assert not torch.equal(enc.model.visual.conv1.weight, fresh.model.visual.conv1.weight)
     assert enc.model.visual.conv1.weight.dtype == torch.float32
+
+
+def test_train_recipe_chains_stages(tmp_path):
+    """Stage 2 starts from stage 1's checkpoint and records its settings."""
+    from analysis.train_tiny import train_recipe
+
+    small = dict(n_train=16, batch_size=8, threads=1, monitor_every=1, monitor_n=8, warmup=1)
+    out = tmp_path / "t.safetensors"
+    meta = train_recipe((TrainConfig(steps=1, **small), TrainConfig(steps=1, seed=1, **small)), out)
+    assert (tmp_path / "t.stage1.safetensors").is_file() and out.is_file()
+    assert meta["config"]["init"].endswith("t.stage1.safetensors") and meta["init_meta"]["config"]["seed"] == 0
