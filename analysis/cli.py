@@ -14,11 +14,11 @@ from analysis.errors import InputError
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from analysis import cmd_info, cmd_eval, cmd_features, cmd_train_tiny
+    from analysis import cmd_calibrate, cmd_eval, cmd_export, cmd_features, cmd_info, cmd_profile, cmd_train_tiny
     from hwsim import cli as hwsim_cli
 
-    return [cmd_info.register, cmd_eval.register, cmd_features.register, cmd_train_tiny.register,
-            *hwsim_cli.REGISTRARS]
+    return [cmd_info.register, cmd_eval.register, cmd_features.register, cmd_calibrate.register,
+            cmd_profile.register, cmd_export.register, cmd_train_tiny.register, *hwsim_cli.REGISTRARS]
 
 
 def build_parser() -> argparse.ArgumentParser:

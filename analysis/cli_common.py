@@ -17,10 +17,49 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="build with QuickGELU (OpenAI weights under a plain ViT-* name)")
 
 
-def add_precision_arg(p: argparse.ArgumentParser) -> None:
-    from quant.precision import PRECISIONS
+def add_precision_arg(p: argparse.ArgumentParser, default: str = "fp32") -> None:
+    """``--precision`` (validated by :func:`recipe_from_args`, one-line error) and the INT8 recipe flags."""
+    from quant.recipes import ALLOWED_TEXT, CALIB_METHODS, SCALES
 
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="precision recipe (default fp32)")
+    g = p.add_argument_group("precision")
+    g.add_argument("--precision", default=default, metavar="P",
+                   help=f"precision recipe: {ALLOWED_TEXT} (default {default})")
+    g.add_argument("--scales", default="po2", choices=SCALES,
+                   help="static INT8 recipes: power-of-two scales (default, what integer hardware shifts by) or float")
+    g.add_argument("--calibration", default=None, metavar="FILE.safetensors",
+                   help="saved calibration (`lraee calibrate`); default: the cached one for this model and recipe, "
+                        "created on first use")
+    g.add_argument("--calib-method", default="percentile", choices=CALIB_METHODS,
+                   help="activation calibration statistic (default percentile = abs 99.999th percentile)")
+    g.add_argument("--calib-n", type=int, default=512, help="calibration images (default 512)")
+    g.add_argument("--calib-data", default=None,
+                   help="calibration data source (default: --data, its calibration split for procedural)")
+    g.add_argument("--engine", default="fast", choices=("fast", "brevitas"),
+                   help="static INT8 recipes: bit-identical fast path (default) or the Brevitas model itself")
+
+
+def recipe_from_args(args):
+    """Validate ``--precision``/``--scales``/``--calib-n`` before any work; returns a :class:`quant.recipes.Recipe`."""
+    from quant.recipes import parse_precision
+
+    recipe = parse_precision(args.precision, getattr(args, "scales", "po2"))
+    n = getattr(args, "calib_n", 512)
+    if recipe.needs_calibration and getattr(args, "calibration", None) is None and (n is None or n <= 0):
+        raise InputError(f"--calib-n {n}: calibration needs at least one image; allowed: a positive integer")
+    return recipe
+
+
+def prepare_from_args(args, enc, recipe=None):
+    """Build the recipe's image tower (:func:`quant.prepare.prepare_recipe`) from the precision flags."""
+    from quant.prepare import prepare_recipe
+
+    recipe = recipe or recipe_from_args(args)
+    return prepare_recipe(enc, recipe, calibration=getattr(args, "calibration", None),
+                          calib_method=getattr(args, "calib_method", "percentile"),
+                          calib_n=getattr(args, "calib_n", 512),
+                          calib_data=getattr(args, "calib_data", None) or getattr(args, "data", "procedural"),
+                          engine=getattr(args, "engine", "fast"), batch_size=getattr(args, "batch_size", 64),
+                          device=getattr(args, "device", "cpu"), progress=not getattr(args, "no_progress", False))
 
 
 def add_data_args(p: argparse.ArgumentParser, default_split: str = "eval") -> None:

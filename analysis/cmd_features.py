@@ -1,7 +1,8 @@
 """``lraee features``: build (or reuse) the per-block feature cache of one data split."""
 from __future__ import annotations
 
-from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, load_encoder_from_args
+from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
+                                 load_encoder_from_args, prepare_from_args, recipe_from_args)
 
 
 def register(sub) -> None:
@@ -20,10 +21,12 @@ def run(args) -> int:
     from analysis.features import DEFAULT_CACHE_DIR, get_features
     from analysis.templates import resolve_templates
 
+    recipe = recipe_from_args(args)
     source = open_source(args.data, args.split, args.n, args.classnames)
     tname, templates = resolve_templates(args.templates)
     enc = load_encoder_from_args(args)
-    fs = get_features(enc, source, args.precision, tname, templates, args.cache_dir or DEFAULT_CACHE_DIR,
+    prepared = prepare_from_args(args, enc, recipe)
+    fs = get_features(enc, source, prepared, tname, templates, args.cache_dir or DEFAULT_CACHE_DIR,
                       batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     print(f"{'reused' if fs.hit else 'built'} {fs.path} ({len(fs['labels'])} images, "
           f"{enc.geometry.depth} blocks, width {enc.geometry.width})")

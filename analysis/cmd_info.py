@@ -13,6 +13,8 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON (what torch-free packages consume)")
     p.add_argument("--list-models", action="store_true", help="list the open_clip ViT config names and exit")
+    p.add_argument("--precision", default=None, metavar="P",
+                   help="also list what recipe P (fp32, int8-dynamic, w8a8, wXaY) quantizes and what stays float")
     p.set_defaults(func=run)
 
 
@@ -32,12 +34,27 @@ def run(args) -> int:
     if args.list_models:
         print("\n".join(["tiny"] + vit_model_names()))
         return 0
+    recipe = None
+    if args.precision is not None:
+        from quant.recipes import parse_precision
+
+        recipe = parse_precision(args.precision)
     enc = load_encoder(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
                        random_init=args.pretrained is None)
     rec = geometry_record(enc)
+    if recipe is not None:
+        rec["precision"] = {"recipe": recipe.descriptor(), "quantized": list(recipe.quantized_parts()),
+                            "float": list(recipe.float_parts())}
     if args.json:
         print(json.dumps(rec, indent=2))
         return 0
+    prec = rec.pop("precision", None)
     for k, v in rec.items():
         print(f"{k:>16}  {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{k:>16}  {v}")
+    if prec is not None:
+        print(f"\nprecision {prec['recipe']['precision']}")
+        for what in ("quantized", "float"):
+            print(f"  {what}:")
+            for item in prec[what] or ["(nothing)"]:
+                print(f"    - {item}")
     return 0

@@ -11,7 +11,8 @@ For every image and every block L = 1..depth it stores what the exit logic needs
 - ``text_embeddings`` float32 [K, embed_dim]: L2-normalised class embeddings
 
 Files: ``<cache>/<model>-<precision>-<data>.safetensors`` and a ``.json`` sidecar with the
-content hashes (weights, recipe, data, templates). A file is reused only when all hashes
+content hashes (weights, recipe incl. the calibration state's hash, data, templates). INT8
+recipes store the quantized tower's block outputs (see :mod:`quant.prepare`). A file is reused only when all hashes
 match (the safetensors header carries the same key, so a stale pair is never mixed);
 otherwise it is rebuilt and replaced atomically.
 """
@@ -34,8 +35,7 @@ from analysis.data.sources import ImageSource
 from analysis.errors import InputError
 from analysis.zeroshot import class_embeddings
 from quant.encoder import LoadedEncoder
-from quant.precision import recipe_descriptor
-from quant.taps import tapped_forward
+from quant.prepare import PreparedRecipe, prepare_recipe
 
 FEATURE_FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path(".lraee-cache") / "features"
@@ -88,17 +88,24 @@ class FeatureSet:
         return self.arrays[key]
 
 
-def cache_paths(cache_dir: Path, enc: LoadedEncoder, precision: str, source: ImageSource) -> tuple[Path, Path]:
-    stem = f"{enc.name}-{precision}-{source.name}"
+def _prepared(enc: LoadedEncoder, precision: str | PreparedRecipe) -> PreparedRecipe:
+    return precision if isinstance(precision, PreparedRecipe) else prepare_recipe(enc, precision)
+
+
+def cache_paths(cache_dir: Path, enc: LoadedEncoder, precision: str | PreparedRecipe,
+                source: ImageSource) -> tuple[Path, Path]:
+    tag = precision.tag if isinstance(precision, PreparedRecipe) else precision
+    stem = f"{enc.name}-{tag}-{source.name}"
     return cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
 
 
-def cache_key(enc: LoadedEncoder, precision: str, source: ImageSource, templates: list[str]) -> dict:
-    """The hashes that identify a cache entry."""
+def cache_key(enc: LoadedEncoder, precision: str | PreparedRecipe, source: ImageSource, templates: list[str]) -> dict:
+    """The hashes that identify a cache entry (the recipe's includes its calibration state's hash)."""
+    prepared = _prepared(enc, precision)
     return {
         "format_version": FEATURE_FORMAT_VERSION,
         "weights_sha256": state_dict_sha256(enc.model),
-        "recipe_sha256": _sha(recipe_descriptor(precision)),
+        "recipe_sha256": _sha(prepared.descriptor()),
         "data_sha256": source.digest(),
         "templates_sha256": _sha(templates),
     }
@@ -122,8 +129,9 @@ def _load_if_valid(st_path: Path, js_path: Path, key: dict) -> FeatureSet | None
 
 @torch.no_grad()
 def extract(enc: LoadedEncoder, source: ImageSource, text_emb: torch.Tensor, batch_size: int = 64,
-            device: str = "cpu", progress: bool = True) -> dict[str, np.ndarray]:
-    """Run the tapped backbone over ``source`` and return the cache arrays."""
+            device: str = "cpu", progress: bool = True,
+            prepared: PreparedRecipe | None = None) -> dict[str, np.ndarray]:
+    """Run the tapped backbone of ``prepared``'s recipe (default FP32) over ``source``; return the cache arrays."""
     g = enc.geometry
     n, D, d = len(source), g.depth, g.width
     out = {
@@ -132,13 +140,14 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: torch.Tensor, bat
         "sav": np.empty((n, D), np.float32),
         "final_embedding": np.empty((n, g.embed_dim), np.float32),
     }
-    visual = enc.model.visual
+    if prepared is None:
+        prepared = prepare_recipe(enc, "fp32")
     tf = text_emb.to(device)
     k = min(5, tf.shape[0])
     top5 = np.empty((n, k), np.int64)
-    bar = tqdm(total=n, desc=f"features {source.name}", unit="img", disable=not progress)
+    bar = tqdm(total=n, desc=f"features {prepared.tag} {source.name}", unit="img", disable=not progress)
     for start, x in image_batches(enc, source, batch_size):
-        taps = tapped_forward(visual, x.to(device))
+        taps = prepared.taps(x.to(device))
         stop = start + x.shape[0]
         for L in range(1, D + 1):
             z = taps.tokens[L].float()
@@ -159,34 +168,42 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: torch.Tensor, bat
     return out
 
 
-def get_features(enc: LoadedEncoder, source: ImageSource, precision: str, templates_name: str,
+def get_features(enc: LoadedEncoder, source: ImageSource, precision: str | PreparedRecipe, templates_name: str,
                  templates: list[str], cache_dir: Path = DEFAULT_CACHE_DIR, batch_size: int = 64,
                  device: str = "cpu", progress: bool = True) -> FeatureSet:
-    """Return the cached features for (weights, recipe, data, templates), building them if needed."""
+    """Return the cached features for (weights, recipe, data, templates), building them if needed.
+
+    ``precision`` is a ``--precision`` string (INT8 recipes then use the default calibration,
+    see :func:`quant.prepare.prepare_recipe`) or a :class:`quant.prepare.PreparedRecipe`.
+    """
     if batch_size <= 0:
         raise InputError(f"--batch-size {batch_size}: must be a positive integer")
     cache_dir = Path(cache_dir)
-    key = cache_key(enc, precision, source, templates)
-    st_path, js_path = cache_paths(cache_dir, enc, precision, source)
+    prepared = _prepared(enc, precision)
+    key = cache_key(enc, prepared, source, templates)
+    st_path, js_path = cache_paths(cache_dir, enc, prepared, source)
     hit = _load_if_valid(st_path, js_path, key)
     if hit is not None:
         return hit
     t0 = time.time()
     enc.model.to(device)
     text_emb = class_embeddings(enc.model, enc.tokenizer, source.classes, templates, device=device)
-    arrays = extract(enc, source, text_emb, batch_size=batch_size, device=device, progress=progress)
+    arrays = extract(enc, source, text_emb, batch_size=batch_size, device=device, progress=progress,
+                     prepared=prepared)
     meta = {
         "key": key,
         "model": enc.name,
         "pretrained": enc.pretrained,
-        "precision": precision,
-        "recipe": recipe_descriptor(precision),
+        "precision": prepared.recipe.name,
+        "recipe": prepared.descriptor(),
+        "engine": prepared.engine,
+        "calibration_file": prepared.calibration_path,
         "dataset": source.name,
         "data": source.descriptor,
         "classes": source.classes,
         "templates": templates_name,
         "num_templates": len(templates),
-        "logit_scale": float(enc.model.logit_scale.exp()),
+        "logit_scale": float(enc.model.logit_scale.detach().exp()),
         "geometry": enc.geometry.to_dict(),
         "blocks": list(range(1, enc.geometry.depth + 1)),
         "seconds": round(time.time() - t0, 2),

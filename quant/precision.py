@@ -1,17 +1,16 @@
-"""Precision recipes shared by every command's ``--precision`` flag.
+"""Precision recipes shared by every command's ``--precision`` flag (torch-free).
 
-``fp32`` runs the encoder as loaded. (The INT8 recipes, ``int8-dynamic``, ``w8a8`` and
-``wXaY``, arrive with the quantization work.)
+``fp32``, ``int8-dynamic`` (the paper's torch.ao recipe), ``w8a8`` and ``wXaY`` (Brevitas,
+X, Y in 2..16). Parsing and the recipe identity live in :mod:`quant.recipes`; building the
+quantized encoder in :mod:`quant.prepare`.
 """
 from __future__ import annotations
 
-from analysis.errors import InputError
+from quant.recipes import ALLOWED_TEXT, PRECISIONS, Recipe, parse_precision
 
-PRECISIONS: tuple[str, ...] = ("fp32",)
+__all__ = ["PRECISIONS", "ALLOWED_TEXT", "Recipe", "parse_precision", "recipe_descriptor"]
 
 
-def recipe_descriptor(precision: str) -> dict:
+def recipe_descriptor(precision: str, scales: str = "po2") -> dict:
     """JSON-able identity of a recipe (hashed into feature-cache keys)."""
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision!r}: unknown recipe; allowed: {', '.join(PRECISIONS)}")
-    return {"precision": precision, "dtype": "float32"}
+    return parse_precision(precision, scales).descriptor()

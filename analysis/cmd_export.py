@@ -1,0 +1,56 @@
+"""``lraee export``: QONNX export of a calibrated static INT8 image tower, checked by executing it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis.cli_common import add_model_args, add_precision_arg, check_out_file, load_encoder_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export the w8a8 / wXaY image tower to QONNX and check it runs",
+                       description="Exports the calibrated Brevitas tower (images -> embedding) with "
+                                   "brevitas.export.export_qonnx, executes the file with qonnx on sample images "
+                                   "and compares it with the Brevitas model. Writes FILE.onnx and FILE.json.")
+    add_model_args(p)
+    add_precision_arg(p, default="w8a8")
+    p.add_argument("--data", default="procedural", help="data for calibration and the check (default procedural)")
+    p.add_argument("--check-n", type=int, default=4, help="sample images for the check (default 4)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="exported model")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from analysis import atomic
+    from analysis.cli_common import prepare_from_args, recipe_from_args
+    from analysis.data.sources import open_source
+    from analysis.errors import InputError
+    from analysis.features import image_batches
+    from quant.qonnx_export import check_packages, roundtrip
+
+    out = check_out_file(args.out, ".onnx")
+    recipe = recipe_from_args(args)
+    if not recipe.is_static:
+        raise InputError(f"--precision {args.precision}: QONNX export is for the Brevitas recipes; "
+                         "allowed: w8a8 or wXaY")
+    if args.check_n <= 0:
+        raise InputError(f"--check-n {args.check_n}: allowed: a positive integer")
+    check_packages()
+    enc = load_encoder_from_args(args)
+    args.engine = "brevitas"
+    prepared = prepare_from_args(args, enc, recipe)
+    src = open_source(args.data, "eval", args.check_n)
+    _, images = next(image_batches(enc, src, args.check_n))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.export-tmp.onnx")
+    try:
+        rec = roundtrip(prepared.brevitas, images, tmp)  # nothing under the final name unless it ran
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    rec["path"] = str(out)
+    rec.update({"model": enc.name, "precision": recipe.name, "recipe": prepared.descriptor(),
+                "calibration_file": prepared.calibration_path})
+    atomic.write_json(out.with_suffix(".json"), rec)
+    print(f"wrote {out}: {rec['quant_nodes']} Quant nodes; qonnx execution vs Brevitas on {rec['n']} images: "
+          f"max |diff| {rec['max_abs_diff']:.3g} ({'identical' if rec['identical'] else 'not identical'})")
+    return 0

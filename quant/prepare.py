@@ -1,0 +1,194 @@
+"""Turn a loaded encoder and a ``--precision`` string into a runnable image tower.
+
+:func:`prepare_recipe` returns a :class:`PreparedRecipe` whose :meth:`~PreparedRecipe.taps`
+has the interface of :func:`quant.taps.tapped_forward` (block outputs z_0..z_depth
+[B, N+1, d] and the final embedding [B, embed_dim]) for every recipe:
+
+- ``fp32``: the loaded tower.
+- ``int8-dynamic``: :func:`quant.dynamic.dynamic_visual` (torch.ao, CPU only).
+- ``w8a8`` / ``wXaY``: the Brevitas tower (:mod:`quant.brevitas_model`), calibrated or loaded
+  from a saved calibration (:mod:`quant.calibration`), run through the bit-identical fast path
+  (:mod:`quant.fastpath`, default) or Brevitas itself (``engine='brevitas'``).
+
+Calibration files: ``--calibration FILE`` must exist and match the model weights and recipe
+(else a one-line InputError). Without it the default file
+``.lraee-cache/calibration/<model>-<recipe>[-float]-<method>-<data>.safetensors`` is
+loaded when it matches, and created (with a note on stderr) when it is missing or was made
+for other weights.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from analysis.errors import InputError
+from quant.encoder import LoadedEncoder
+from quant.recipes import Recipe, check_calib_method, parse_precision
+from quant.taps import Taps, tapped_forward
+
+DEFAULT_CALIB_DIR = Path(".lraee-cache") / "calibration"
+DEFAULT_CALIB_N = 512
+ENGINES = ("fast", "brevitas")
+
+
+@dataclass
+class PreparedRecipe:
+    """A recipe ready to run. ``visual`` is what :meth:`taps` runs; ``brevitas`` the Brevitas tower (static)."""
+
+    recipe: Recipe
+    visual: nn.Module
+    brevitas: nn.Module | None = None
+    calibration: dict | None = None  # the calibration sidecar (static recipes)
+    calibration_path: str | None = None
+    engine: str = "fast"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tag(self) -> str:
+        """File-name tag: recipe name, ``-float`` for float scales, ``-<method>`` unless percentile."""
+        t = self.recipe.name
+        if self.recipe.is_static:
+            if self.recipe.scales == "float":
+                t += "-float"
+            m = (self.calibration or {}).get("method", "percentile")
+            if m != "percentile":
+                t += f"-{m}"
+        return t
+
+    def descriptor(self) -> dict:
+        """Recipe identity plus the calibration state's hash (what the feature cache keys on)."""
+        d = dict(self.recipe.descriptor())
+        if self.calibration is not None:
+            d["calibration"] = {k: self.calibration.get(k) for k in ("method", "n", "data", "state_sha256")}
+        return d
+
+    def taps(self, images: torch.Tensor, depth: int | None = None, keep: set[int] | None = None) -> Taps:
+        if self.recipe.is_static:
+            from quant.brevitas_model import quant_tapped_forward
+
+            if not getattr(self.visual, "lraee_calibrated", False):
+                raise InputError(f"--precision {self.recipe.name}: the INT8 model is not calibrated; "
+                                 "calibrate it (`lraee calibrate`) or give --calibration FILE")
+            return quant_tapped_forward(self.visual, images, depth=depth, keep=keep)
+        return tapped_forward(self.visual, images, depth=depth, keep=keep)
+
+
+def default_calibration_path(enc: LoadedEncoder, recipe: Recipe, method: str, n: int, data_name: str,
+                             cache_dir: Path = DEFAULT_CALIB_DIR) -> Path:
+    tag = recipe.name + ("-float" if recipe.scales == "float" else "")
+    return Path(cache_dir) / f"{enc.name}-{tag}-{method}-{data_name}.safetensors"
+
+
+def calibration_expect(enc: LoadedEncoder, recipe: Recipe, method: str) -> dict:
+    from analysis.features import state_dict_sha256
+
+    return {"model": enc.name, "weights_sha256": state_dict_sha256(enc.model), "recipe": recipe.descriptor(),
+            "method": method}
+
+
+def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str = "percentile", n: int = DEFAULT_CALIB_N,
+                    data: str = "procedural", batch_size: int = 64, device: str = "cpu", progress: bool = False,
+                    out: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """Build and calibrate the Brevitas tower on ``n`` images of ``data``'s calibration split.
+
+    Writes the state to ``out`` (safetensors + JSON) when given. Returns (tower, sidecar dict).
+    """
+    from analysis.data.sources import open_source
+    from analysis.features import image_batches
+    from quant.brevitas_model import build_quant_visual
+    from quant.calibration import calibrate, save_calibration
+
+    check_calib_method(method)
+    if n is None or int(n) <= 0:
+        raise InputError(f"--calib-n {n}: calibration needs at least one image; allowed: a positive integer")
+    source = open_source(data, "calibration", int(n))
+    qv = build_quant_visual(enc.model.visual, recipe, method).to(device)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(source), desc=f"calibrate {recipe.name}", unit="img")
+
+    def batches():
+        for _, x in image_batches(enc, source, batch_size):
+            if bar is not None:
+                bar.update(x.shape[0])
+            yield x
+
+    seen = calibrate(qv, batches(), device=device)
+    if bar is not None:
+        bar.close()
+    meta = {**calibration_expect(enc, recipe, method), "n": seen, "data": source.name,
+            "data_descriptor": source.descriptor, "split": "calibration"}
+    if out is not None:
+        meta = save_calibration(out, qv, meta)
+        meta["path"] = str(out)
+    else:
+        from quant.calibration import calibration_state, state_sha256
+
+        meta["state_sha256"] = state_sha256(calibration_state(qv))
+    return qv, meta
+
+
+def prepare_recipe(enc: LoadedEncoder, precision: str | Recipe, scales: str = "po2",
+                   calibration: str | Path | None = None, calib_method: str = "percentile",
+                   calib_n: int = DEFAULT_CALIB_N, calib_data: str = "procedural", engine: str = "fast",
+                   cache_dir: str | Path = DEFAULT_CALIB_DIR, batch_size: int = 64, device: str = "cpu",
+                   progress: bool = False, quiet: bool = False) -> PreparedRecipe:
+    """Build the image tower of a recipe (see module docstring)."""
+    recipe = precision if isinstance(precision, Recipe) else parse_precision(precision, scales)
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r}: unknown; allowed: {', '.join(ENGINES)}")
+    if recipe.kind == "fp32":
+        return PreparedRecipe(recipe, enc.model.visual, engine="fp32")
+    if recipe.kind == "dynamic":
+        from quant.dynamic import dynamic_visual
+
+        if str(device).startswith("cuda"):
+            raise InputError(f"--device {device}: int8-dynamic (torch.ao dynamic quantization) runs on the CPU only; "
+                             "allowed: cpu")
+        return PreparedRecipe(recipe, dynamic_visual(enc.model.visual), engine="torch.ao")
+    from quant.brevitas_model import build_quant_visual
+    from quant.calibration import load_calibration, read_calibration_meta
+
+    check_calib_method(calib_method)
+    expect = calibration_expect(enc, recipe, calib_method)
+    notes = []
+    if calibration is not None:
+        qv = build_quant_visual(enc.model.visual, recipe, calib_method).to(device)
+        meta = load_calibration(calibration, qv, expect)
+        path = str(calibration)
+    else:
+        if calib_n is None or int(calib_n) <= 0:
+            raise InputError(f"--calib-n {calib_n}: calibration needs at least one image; allowed: a positive integer")
+        from analysis.data.sources import open_source
+
+        data_name = open_source(calib_data, "calibration", int(calib_n)).name
+        path = default_calibration_path(enc, recipe, calib_method, int(calib_n), data_name, Path(cache_dir))
+        meta = None
+        if path.is_file():
+            old = read_calibration_meta(path)
+            if all(old.get(k) == v for k, v in expect.items()):
+                qv = build_quant_visual(enc.model.visual, recipe, calib_method).to(device)
+                meta = load_calibration(path, qv, expect)
+            else:
+                notes.append(f"calibration {path} was made for other weights or another recipe; recalibrating")
+        if meta is None:
+            notes.append(f"calibrating {recipe.name} ({recipe.scales} scales, {calib_method}) on {calib_n} "
+                         f"{calib_data} calibration images -> {path}")
+            if not quiet:
+                print(f"lraee: note: {notes[-1]}", file=sys.stderr)
+            qv, meta = run_calibration(enc, recipe, calib_method, int(calib_n), calib_data, batch_size, device,
+                                       progress, out=path)
+        path = str(path)
+    run_visual = qv
+    if engine == "fast":
+        from quant.fastpath import build_fast_visual
+
+        run_visual = build_fast_visual(qv)
+    return PreparedRecipe(recipe, run_visual, brevitas=qv, calibration=meta, calibration_path=path, engine=engine,
+                          notes=notes)
