@@ -124,9 +124,11 @@ def _read_meta(path: Path) -> dict:
 def read_trace(path: str | Path, meta_path: str | Path | None = None) -> ExitTrace:
     """Read and validate a trace CSV and its meta JSON; InputError names file, field, rule."""
     path = Path(path)
+    src = str(path)
+    if not path.is_file():  # name the CSV itself before its sidecar
+        raise InputError(f"{src}: file not found; allowed: a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
     meta = _read_meta(Path(meta_path) if meta_path else meta_path_for(path))
     depth, cands = meta["depth"], tuple(sorted(meta["candidate_layers"]))
-    src = str(path)
     try:
         fh = path.open(newline="")
     except FileNotFoundError:

@@ -52,6 +52,11 @@ def test_bad_meta(tmp_path):
         read_trace(p)
 
 
+def test_missing_trace_csv_is_named_before_its_sidecar(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.csv: file not found"):
+        read_trace(tmp_path / "nope.csv")
+
+
 def test_trace_roundtrip_and_evaluated_default(tmp_path):
     p = tmp_path / "t.csv"
     write_trace(p, [4, 12, 8], CANDS, 12, 25, correct=[1, 0, 1], geometry=TINY)
