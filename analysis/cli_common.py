@@ -17,21 +17,34 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="build with QuickGELU (OpenAI weights under a plain ViT-* name)")
 
 
+def add_calibration_args(g) -> None:
+    """``--scales``, ``--calib-method`` and ``--calib-n``: how a static INT8 recipe is calibrated."""
+    from quant.recipes import CALIB_METHODS, SCALES
+
+    g.add_argument("--scales", default="po2", choices=SCALES,
+                   help="static INT8 recipes: power-of-two scales (default, what integer hardware shifts by) or float")
+    g.add_argument("--calib-method", default="percentile", choices=CALIB_METHODS,
+                   help="activation calibration statistic (default percentile = abs 99.999th percentile)")
+    g.add_argument("--calib-n", type=int, default=512, help="calibration images (default 512)")
+
+
+def check_calib_n(n: int | None) -> None:
+    """One-line error unless ``--calib-n`` is a positive number of images."""
+    if n is None or n <= 0:
+        raise InputError(f"--calib-n {n}: calibration needs at least one image; allowed: a positive integer")
+
+
 def add_precision_arg(p: argparse.ArgumentParser, default: str = "fp32") -> None:
     """``--precision`` (validated by :func:`recipe_from_args`, one-line error) and the INT8 recipe flags."""
-    from quant.recipes import ALLOWED_TEXT, CALIB_METHODS, SCALES
+    from quant.recipes import ALLOWED_TEXT
 
     g = p.add_argument_group("precision")
     g.add_argument("--precision", default=default, metavar="P",
                    help=f"precision recipe: {ALLOWED_TEXT} (default {default})")
-    g.add_argument("--scales", default="po2", choices=SCALES,
-                   help="static INT8 recipes: power-of-two scales (default, what integer hardware shifts by) or float")
+    add_calibration_args(g)
     g.add_argument("--calibration", default=None, metavar="FILE.safetensors",
                    help="saved calibration (`lraee calibrate`); default: the cached one for this model and recipe, "
                         "created on first use")
-    g.add_argument("--calib-method", default="percentile", choices=CALIB_METHODS,
-                   help="activation calibration statistic (default percentile = abs 99.999th percentile)")
-    g.add_argument("--calib-n", type=int, default=512, help="calibration images (default 512)")
     g.add_argument("--calib-data", default=None,
                    help="calibration data source (default: --data, its calibration split for procedural)")
     g.add_argument("--engine", default="fast", choices=("fast", "brevitas"),
@@ -43,9 +56,8 @@ def recipe_from_args(args):
     from quant.recipes import parse_precision
 
     recipe = parse_precision(args.precision, getattr(args, "scales", "po2"))
-    n = getattr(args, "calib_n", 512)
-    if recipe.needs_calibration and getattr(args, "calibration", None) is None and (n is None or n <= 0):
-        raise InputError(f"--calib-n {n}: calibration needs at least one image; allowed: a positive integer")
+    if recipe.needs_calibration and getattr(args, "calibration", None) is None:
+        check_calib_n(getattr(args, "calib_n", 512))
     return recipe
 
 

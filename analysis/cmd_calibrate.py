@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import add_model_args, check_out_file, load_encoder_from_args
+from analysis.cli_common import (add_calibration_args, add_model_args, check_calib_n, check_out_file,
+                                 load_encoder_from_args)
 
 
 def register(sub) -> None:
-    from quant.recipes import ALLOWED_TEXT, CALIB_METHODS, SCALES
+    from quant.recipes import ALLOWED_TEXT
 
     p = sub.add_parser("calibrate", help="calibrate a w8a8 / wXaY recipe and save the state",
                        description="Runs the calibration split through the Brevitas model (quantization off, "
@@ -17,10 +18,7 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--precision", default="w8a8", metavar="P",
                    help=f"static recipe: w8a8 or wXaY (X, Y in 2..16); allowed overall: {ALLOWED_TEXT}")
-    p.add_argument("--scales", default="po2", choices=SCALES, help="power-of-two (default) or float scales")
-    p.add_argument("--calib-method", default="percentile", choices=CALIB_METHODS,
-                   help="percentile (abs 99.999th, default), minmax (abs max) or mse")
-    p.add_argument("--calib-n", type=int, default=512, help="calibration images (default 512)")
+    add_calibration_args(p)
     p.add_argument("--data", default="procedural",
                    help="procedural[:SEED] (its calibration split, default), folder:PATH or imagenet:PATH")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
@@ -44,8 +42,7 @@ def run(args) -> int:
     recipe = parse_precision(args.precision, args.scales)
     if not recipe.needs_calibration:
         raise InputError(f"--precision {args.precision}: {recipe.name} needs no calibration; allowed: w8a8 or wXaY")
-    if args.calib_n <= 0:
-        raise InputError(f"--calib-n {args.calib_n}: calibration needs at least one image; allowed: a positive integer")
+    check_calib_n(args.calib_n)
     enc = load_encoder_from_args(args)
     qv, meta = run_calibration(enc, recipe, args.calib_method, args.calib_n, args.data, args.batch_size,
                               args.device, progress=not args.no_progress, out=out)
