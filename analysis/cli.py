@@ -14,11 +14,14 @@ from analysis.errors import InputError
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from analysis import cmd_calibrate, cmd_eval, cmd_export, cmd_features, cmd_info, cmd_profile, cmd_train_tiny
+    from analysis import (cmd_calibrate, cmd_eval, cmd_exit_report, cmd_export, cmd_features, cmd_hls, cmd_info,
+                          cmd_profile, cmd_run, cmd_thresholds, cmd_train_exits, cmd_train_tiny, cmd_validate_exits)
     from hwsim import cli as hwsim_cli
 
-    return [cmd_info.register, cmd_eval.register, cmd_features.register, cmd_calibrate.register,
-            cmd_profile.register, cmd_export.register, cmd_train_tiny.register, *hwsim_cli.REGISTRARS]
+    return [cmd_run.register, cmd_info.register, cmd_eval.register, cmd_features.register, cmd_calibrate.register,
+            cmd_profile.register, cmd_export.register, cmd_train_tiny.register, cmd_train_exits.register,
+            cmd_thresholds.register, cmd_exit_report.register, cmd_validate_exits.register, cmd_hls.register,
+            *hwsim_cli.REGISTRARS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,8 @@
    of ViT-B/32 (patch embedding, QKV, one head's QK^T and AV, out-projection, FC1, FC2,
    projection) on a 32x32 array; cycles must be identical; speed-up = scalesim time / ours.
    Also times our model on the *whole* ViT-B/32 (every block, every head).
-2. SimPy replay of a 50,000-sample exit trace (target <= 5 s), static / regroup / stream.
+2. SimPy replay of a 50,000-sample exit trace (target <= 5 s), static / regroup / stream, with
+   one group in flight (the default) and with four (pipelined, contended resources).
 3. DSE: 1,000 configs x the 50,000-sample trace on a local process pool (target <= 60 s).
 
 Run: ``python benchmarks/bench_hwsim.py`` (about 3-4 minutes; ``--quick`` for a smoke run,
@@ -114,13 +115,14 @@ def bench_replay(n):
     from hwsim.replay import replay
     tr = make_trace(n)
     print(f"\n[2] SimPy replay of a {n:,}-sample trace ({TINY.model}, 32x32 ws, batch 8; target <= 5 s)")
-    for policy in ("static", "regroup", "stream"):
-        a = arch_from_dict({"batch": {"policy": policy, "size": 8}})
+    # max_in_flight 1: one event per group and layer; 4: per-stage events with contention
+    for policy, mif in (("static", 1), ("regroup", 1), ("stream", 1), ("static", 4), ("regroup", 4), ("stream", 4)):
+        a = arch_from_dict({"batch": {"policy": policy, "size": 8, "max_in_flight": mif}})
         c = build_costs(a, TINY, 25, a.effective_batch)
         t0 = time.perf_counter()
         r = replay(a, c, tr)
         dt = time.perf_counter() - t0
-        print(f"  {policy:8s} {dt:6.2f} s   makespan {r['makespan_cycles']:,} cycles   "
+        print(f"  {policy:8s} max_in_flight {mif}  {dt:6.2f} s   makespan {r['makespan_cycles']:,} cycles   "
               f"{r['throughput_img_s']:.0f} img/s")
     a = ArchConfig()
     c = build_costs(a, TINY, 25, 8)

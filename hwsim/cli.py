@@ -81,11 +81,10 @@ def _sim_trace(args, out: Path) -> int:
     from analysis.atomic import atomic_path, write_json
     from .config import load_arch
     from .costs import build_costs
-    from .dse import flops_saving
     from .energy import table_for
     from .replay import replay
     from .trace import read_trace
-    from .workload import head_macs, vision_macs
+    from .workload import flops_saving, head_macs, vision_macs
 
     arch = load_arch(args.arch)
     trace = read_trace(args.trace, args.trace_meta)
@@ -154,14 +153,21 @@ def _sim_trace(args, out: Path) -> int:
 
 # ---- dse ----------------------------------------------------------------------------------
 def register_dse(sub) -> None:
-    p = sub.add_parser("dse", help="design-space exploration over accelerator configs and exit traces",
-                       description="Sweep a space YAML (grid or random) against one or more exit traces; "
-                                   "writes DIR/results.csv (streamed), DIR/pareto.csv, DIR/pareto.png, DIR/dse.json.")
+    p = sub.add_parser("dse", help="design-space exploration over accelerator configs, exit traces and exit policies",
+                       description="Sweep a space YAML (grid or random) against one or more exit traces; with "
+                                   "--policies, every trace is re-thresholded with every threshold set of the "
+                                   "policy's Pareto file (configs x traces x policies evaluations). Writes "
+                                   "DIR/results.csv (streamed), DIR/pareto.csv, DIR/pareto.png, DIR/dse.json.")
     p.add_argument("--space", required=True, help="space YAML (see hwsim/configs/space.yaml)")
     p.add_argument("--trace", action="append", default=[], help="exit trace CSV (repeatable; adds to the space's traces)")
+    p.add_argument("--policies", metavar="PARETO.json", default=None,
+                   help="the exit policy's Pareto file of threshold sets: sweep every config x every point "
+                        "(the traces must carry the gate_L/pred_L, full_pred and label columns)")
     p.add_argument("--geometry", help="encoder geometry JSON (default: the first trace meta's geometry)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--max-configs", type=int, default=None, help="refuse spaces with more evaluations (default: space's max_configs or 100000)")
+    p.add_argument("--max-configs", type=int, default=None,
+                   help="refuse sweeps with more evaluations, configs x traces x policies (default: space's "
+                        "max_configs or 100000)")
     p.add_argument("--workers", type=int, default=None, help="local processes (default: CPU count)")
     p.add_argument("--scheduler", default=None, help="Dask distributed scheduler address, e.g. tcp://host:8786")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -170,7 +176,7 @@ def register_dse(sub) -> None:
 
 def cmd_dse(args) -> int:
     from .dse import Space, run_dse
-    from .trace import read_trace
+    from .trace import read_policies, read_trace
     if args.max_configs is not None and args.max_configs < 1:
         raise InputError(f"--max-configs: {args.max_configs}; allowed: an integer >= 1")
     if args.workers is not None and args.workers < 1:
@@ -179,7 +185,9 @@ def cmd_dse(args) -> int:
     paths = list(space.trace_paths) + [Path(t) for t in args.trace]
     if not paths:
         raise InputError("--trace: missing (the space lists no traces); allowed: one or more trace CSVs")
-    space.check_size(len(paths))          # before reading traces: fail fast, write nothing
+    policies = read_policies(args.policies) if args.policies else None
+    # before reading traces: fail fast, write nothing
+    space.check_size(len(paths), len(policies.points) if policies else None)
     traces = [read_trace(p) for p in paths]
     if space.geometry_path and not args.geometry:
         args.geometry = str(space.geometry_path)
@@ -188,7 +196,7 @@ def cmd_dse(args) -> int:
         if t.depth != geom.depth:
             raise InputError(f"{p}: depth: {t.depth} != geometry depth {geom.depth}; allowed: {geom.depth}")
     s = run_dse(space, traces, geom, args.out, workers=args.workers, scheduler=args.scheduler,
-                progress=not args.no_progress and sys.stderr.isatty())
+                progress=not args.no_progress and sys.stderr.isatty(), policies=policies)
     print(json.dumps({k: s[k] for k in ("evaluations", "pareto_points", "seconds", "scheduler")}))
     print(f"wrote {Path(args.out) / 'results.csv'}, pareto.csv, pareto.png, dse.json")
     return 0

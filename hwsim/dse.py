@@ -17,6 +17,12 @@ Each (config, trace) is evaluated with :func:`hwsim.closed_form.evaluate` when t
 exact (closed arrivals, static or stream batches, one group in flight) and with the SimPy
 replay otherwise. Rows are streamed to ``results.csv`` (temp file renamed at the end);
 only the objective columns are kept in memory for the Pareto front.
+
+Exit policies: with a Pareto file of threshold sets (``lraee dse --policies PARETO.json``,
+:func:`hwsim.trace.read_policies`), every trace (which must carry the gate/pred columns) is
+re-thresholded with every point (:func:`hwsim.trace.apply_thresholds`) and every config is
+evaluated on every (trace, policy) pair: rows gain ``policy_id`` and ``threshold_L``, the
+accuracy is the re-thresholded trace's, and the fronts span configs and policies.
 """
 from __future__ import annotations
 
@@ -38,8 +44,8 @@ from .closed_form import ENERGY_KEYS, evaluate
 from .config import ArchConfig, arch_from_dict, format_validation_error, load_arch, load_yaml
 from .costs import build_costs
 from .pareto import pareto_mask
-from .trace import ExitTrace
-from .workload import layer_macs
+from .trace import ExitTrace, PolicySet, apply_thresholds
+from .workload import flops_saving
 
 SPACE_KEYS = ("base", "mode", "samples", "seed", "max_configs", "parameters", "traces", "area", "geometry")
 
@@ -98,11 +104,13 @@ class Space:
         limit = max_configs if max_configs is not None else d.get("max_configs", 100000)
         self.max_configs = limit
 
-    def check_size(self, n_traces: int) -> int:
-        total = self.n_configs * max(n_traces, 1)
+    def check_size(self, n_traces: int, n_policies: int | None = None) -> int:
+        """Evaluations = configs x traces (x policies); InputError above ``max_configs``."""
+        total = self.n_configs * max(n_traces, 1) * (n_policies or 1)
         if total > self.max_configs:
+            pol = f" x {n_policies} policies" if n_policies else ""
             raise InputError(f"{self.path}: parameters: {total} evaluations ({self.n_configs} configs x "
-                             f"{max(n_traces, 1)} traces) exceed --max-configs {self.max_configs}; allowed: "
+                             f"{max(n_traces, 1)} traces{pol}) exceed --max-configs {self.max_configs}; allowed: "
                              f"at most {self.max_configs} (raise --max-configs or shrink the space)")
         return total
 
@@ -138,13 +146,6 @@ def _set(d, dotted, value):
     cur[parts[-1]] = value
 
 
-def flops_saving(geometry: EncoderGeometry, exit_layer: np.ndarray) -> float:
-    """1 - E[backbone MACs up to the exit] / MACs(full depth), weighted per block (paper's
-    definition; exit heads not counted)."""
-    cum = np.cumsum(layer_macs(geometry))
-    return float(1.0 - cum[np.asarray(exit_layer) - 1].mean() / cum[-1])
-
-
 def exact_closed_form(arch: ArchConfig) -> bool:
     return (arch.arrivals.mode == "closed" and arch.batch.policy in ("static", "stream")
             and arch.batch.max_in_flight == 1)
@@ -164,12 +165,36 @@ def evaluate_config(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrac
     return s
 
 
+def policy_units(traces: list[ExitTrace], policies: PolicySet | None) -> list[tuple]:
+    """The operating points a sweep evaluates: (trace_id, policy_id, thresholds, trace).
+
+    Without policies: one per trace as written (policy_id and thresholds None). With a Pareto
+    file: every trace re-thresholded with every point; the traces must carry the gate/pred
+    columns and the file's depth and candidate layers (InputError naming file and field)."""
+    if policies is None:
+        return [(ti, None, None, t) for ti, t in enumerate(traces)]
+    for t in traces:
+        src = t.source or "<trace>"
+        miss = t.missing_policy_columns()
+        if miss:
+            raise InputError(f"{src}: {', '.join(miss)}: missing column (--policies re-thresholds the trace); "
+                             "allowed: a trace with gate_L and pred_L for every candidate layer, full_pred and label")
+        if t.depth != policies.depth:
+            raise InputError(f"{policies.source}: depth: {policies.depth} differs from {src}'s depth {t.depth}; "
+                             f"allowed: {t.depth}")
+        if tuple(t.candidate_layers) != tuple(policies.candidate_layers):
+            raise InputError(f"{policies.source}: candidate_layers: {list(policies.candidate_layers)} differ from "
+                             f"{src}'s {list(t.candidate_layers)}; allowed: {list(t.candidate_layers)}")
+    return [(ti, pt.id, pt.thresholds, apply_thresholds(t, pt.thresholds))
+            for ti, t in enumerate(traces) for pt in policies.points]
+
+
 # ---- workers -------------------------------------------------------------------------------
 _W: dict[str, Any] = {}
 
 
-def _init_worker(base: dict, geometry: EncoderGeometry, traces: list, area: tuple):
-    _W.update(base=base, geometry=geometry, traces=traces, area=area)
+def _init_worker(ctx: dict):
+    _W.update(ctx)
 
 
 def _eval_chunk(chunk: list, ctx: dict | None = None) -> list[dict]:
@@ -180,9 +205,9 @@ def _eval_chunk(chunk: list, ctx: dict | None = None) -> list[dict]:
         for k, v in params.items():
             _set(d, k, v)
         arch = ArchConfig.model_validate(d)
-        for ti, trace in enumerate(ctx["traces"]):
+        for (ti, pid, th, trace), fs in zip(ctx["units"], ctx["flops"]):
             s = evaluate_config(arch, ctx["geometry"], trace)
-            out.append(_row(cid, ti, params, arch, s, trace, ctx))
+            out.append(_row(cid, ti, pid, th, fs, params, arch, s, ctx))
     return out
 
 
@@ -194,14 +219,17 @@ def _deepcopy(d):
     return {k: _deepcopy(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v) for k, v in d.items()}
 
 
-def _row(cid, ti, params, arch, s, trace, ctx) -> dict:
+def _row(cid, ti, pid, th, fs, params, arch, s, ctx) -> dict:
     pes = arch.array.rows * arch.array.cols
     sram_kb = arch.sram.ifmap_kb + arch.sram.filter_kb + arch.sram.ofmap_kb
     a_pe, a_kb = ctx["area"]
     row = {"config_id": cid, "trace_id": ti}
+    if th is not None:
+        row["policy_id"] = pid
+        row.update({f"threshold_{L}": tau for L, tau in th.items()})
     row.update({k: v for k, v in params.items()})
     row.update({
-        "accuracy": s["accuracy"] if s["accuracy"] is not None else "",
+        "accuracy": s["accuracy"] if s["accuracy"] is not None else "", "flops_saving": fs,
         "latency_mean_us": s["latency_us"]["mean"], "latency_p50_us": s["latency_us"]["p50"],
         "latency_p95_us": s["latency_us"]["p95"], "latency_p99_us": s["latency_us"]["p99"],
         "throughput_img_s": s["throughput_img_s"], "makespan_cycles": s["makespan_cycles"],
@@ -229,25 +257,30 @@ def _chunks(it, size):
 
 def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, out_dir: str | Path,
             workers: int | None = None, scheduler: str | None = None, progress: bool = True,
-            chunk_size: int | None = None) -> dict:
+            chunk_size: int | None = None, policies: PolicySet | None = None) -> dict:
     """Run the sweep; write results.csv, pareto.csv, pareto.png and dse.json under ``out_dir``.
 
     ``scheduler``: a Dask distributed scheduler address (``tcp://host:8786``) to run on a
     cluster; else a local process pool of ``workers`` (default: CPU count; 1 = in process).
+    ``policies``: a Pareto file's threshold sets; every trace is re-thresholded with each
+    (see :func:`policy_units`). Inputs are checked before anything is written.
     """
     from tqdm import tqdm
-    total = space.check_size(len(traces))
+    total = space.check_size(len(traces), len(policies.points) if policies else None)
+    units = policy_units(traces, policies)
     out_dir = Path(out_dir)
     workers = workers or os.cpu_count() or 1
     chunk_size = chunk_size or max(1, min(50, space.n_configs // (max(workers, 1) * 8) or 1))
-    base = space.base.model_dump()
-    area = (space.area_pe, space.area_kb)
+    ctx = {"base": space.base.model_dump(), "geometry": geometry, "units": units,
+           "flops": [flops_saving(geometry, u[3].exit_layer) for u in units], "area": (space.area_pe, space.area_kb)}
     keys = list(space.params)
-    cols = (["config_id", "trace_id"] + keys + ["accuracy", "latency_mean_us", "latency_p50_us", "latency_p95_us",
-            "latency_p99_us", "throughput_img_s", "makespan_cycles", "energy_per_image_uj"]
+    pcols = (["policy_id"] + [f"threshold_{L}" for L in policies.candidate_layers]) if policies else []
+    cols = (["config_id", "trace_id"] + pcols + keys + ["accuracy", "flops_saving", "latency_mean_us",
+            "latency_p50_us", "latency_p95_us", "latency_p99_us", "throughput_img_s", "makespan_cycles",
+            "energy_per_image_uj"]
             + [f"energy_{k}_uj" for k in ENERGY_KEYS]
             + ["macs_per_image", "pe_utilisation", "array_utilisation", "pes", "sram_kb", "area_proxy", "evaluator"])
-    objectives = []   # (config_id, trace_id, -acc, p95, energy, area)
+    objectives = []   # (config_id, trace_id, policy_id, -acc, p95, energy, area)
     t0 = time.perf_counter()
     bar = tqdm(total=total, desc="dse", unit="eval", disable=not progress)
     with atomic_path(out_dir / "results.csv") as tmp:
@@ -259,54 +292,58 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
                 for r in rows:
                     w.writerow(r)
                     acc = r["accuracy"] if r["accuracy"] != "" else 0.0
-                    objectives.append((r["config_id"], r["trace_id"], -acc, r["latency_p95_us"],
-                                       r["energy_per_image_uj"], r["area_proxy"]))
+                    objectives.append((r["config_id"], r["trace_id"], r.get("policy_id"), -acc,
+                                       r["latency_p95_us"], r["energy_per_image_uj"], r["area_proxy"]))
                 bar.update(len(rows))
 
             chunks = _chunks(space.configs(), chunk_size)
             if scheduler:
-                _run_dask(scheduler, chunks, base, geometry, traces, area, consume)
+                _run_dask(scheduler, chunks, ctx, consume)
             elif workers == 1:
-                ctx = {"base": base, "geometry": geometry, "traces": traces, "area": area}
                 for ch in chunks:
                     consume(_eval_chunk(ch, ctx))
             else:
-                _run_pool(workers, chunks, base, geometry, traces, area, consume)
+                _run_pool(workers, chunks, ctx, consume)
     bar.close()
     elapsed = time.perf_counter() - t0
-    obj = np.array([o[2:] for o in objectives], dtype=float)
-    ids = [(o[0], o[1]) for o in objectives]
+    obj = np.array([o[3:] for o in objectives], dtype=float)
+    ids = [o[:3] for o in objectives]
     mask = pareto_mask(obj) if len(obj) else np.zeros(0, bool)
-    front = sorted(i for i, m in zip(ids, mask) if m)
-    _write_front(out_dir, front, obj, ids, mask, traces)
+    _write_front(out_dir, obj, ids, mask, policies is not None)
     summary = {"space": str(space.path), "mode": space.mode, "evaluations": len(objectives),
                "configs": space.n_configs, "traces": len(traces), "pareto_points": int(mask.sum()),
                "seconds": elapsed, "scheduler": scheduler or f"process pool ({workers})",
                "objectives": ["accuracy (max)", "latency_p95_us (min)", "energy_per_image_uj (min)",
                               "area_proxy (min)"],
                "flops_saving": [flops_saving(geometry, t.exit_layer) for t in traces]}
-    write_json(out_dir / "dse.json", summary)
+    if policies is not None:
+        summary["policies"] = {
+            "file": policies.source, "count": len(policies.points),
+            "points": [{"trace_id": ti, "policy_id": pid, "thresholds": {str(L): v for L, v in th.items()},
+                        "accuracy": t.accuracy, "flops_saving": fs}
+                       for (ti, pid, th, t), fs in zip(units, ctx["flops"])]}
+    write_json(out_dir / "dse.json", {k: v for k, v in summary.items() if k != "seconds"})  # results only
     return summary
 
 
-def _run_pool(workers, chunks, base, geometry, traces, area, consume):
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(base, geometry, traces, area)) as ex:
-        pending = set()
+def _run_pool(workers, chunks, ctx, consume):
+    """Evaluate chunks on a process pool; results are consumed in submission order (the CSV is
+    the same whatever finishes first) with at most 4 x workers chunks in flight."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(ctx,)) as ex:
+        pending = deque()
         for ch in chunks:
-            pending.add(ex.submit(_eval_chunk, ch))
+            pending.append(ex.submit(_eval_chunk, ch))
             if len(pending) >= 4 * workers:   # bounded queue: memory does not grow with the space
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    consume(f.result())
-        for f in wait(pending).done:
-            consume(f.result())
+                consume(pending.popleft().result())
+        while pending:
+            consume(pending.popleft().result())
 
 
-def _run_dask(address, chunks, base, geometry, traces, area, consume):
+def _run_dask(address, chunks, ctx, consume):
     try:
-        from dask.distributed import Client, as_completed
+        from dask.distributed import Client
     except ImportError:
         raise InputError("--scheduler: dask.distributed is not installed; allowed: pip install 'dask[distributed]'") from None
     try:
@@ -315,29 +352,28 @@ def _run_dask(address, chunks, base, geometry, traces, area, consume):
         raise InputError(f"--scheduler: cannot reach {address!r} ({type(e).__name__}); allowed: a running "
                          "Dask scheduler address such as tcp://host:8786") from None
     try:
-        ctx = client.scatter({"base": base, "geometry": geometry, "traces": traces, "area": area}, broadcast=True)
+        ctx = client.scatter(ctx, broadcast=True)
         window = max(4, 4 * len(client.scheduler_info().get("workers", {})) or 4)
-        ac = as_completed()
-        inflight = 0
+        pending = []  # consumed in submission order, like the local pool
         for ch in chunks:
-            ac.add(client.submit(_eval_chunk_ctx, ch, ctx, pure=False))
-            inflight += 1
-            if inflight >= window:
-                consume(next(ac).result())
-                inflight -= 1
-        for f in ac:
+            pending.append(client.submit(_eval_chunk_ctx, ch, ctx, pure=False))
+            if len(pending) >= window:
+                consume(pending.pop(0).result())
+        for f in pending:
             consume(f.result())
     finally:
         client.close()
 
 
-def _write_front(out_dir: Path, front, obj, ids, mask, traces):
+def _write_front(out_dir: Path, obj, ids, mask, with_policy: bool):
     with atomic_path(out_dir / "pareto.csv") as tmp:
         with tmp.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["config_id", "trace_id", "accuracy", "latency_p95_us", "energy_per_image_uj", "area_proxy"])
+            w.writerow(["config_id", "trace_id"] + (["policy_id"] if with_policy else [])
+                       + ["accuracy", "latency_p95_us", "energy_per_image_uj", "area_proxy"])
             for i in np.nonzero(mask)[0]:
-                w.writerow([ids[i][0], ids[i][1], -obj[i, 0], obj[i, 1], obj[i, 2], obj[i, 3]])
+                w.writerow(list(ids[i][:3] if with_policy else ids[i][:2])
+                           + [-obj[i, 0], obj[i, 1], obj[i, 2], obj[i, 3]])
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -1,7 +1,8 @@
 """SimPy replay of a per-sample exit trace on the accelerator.
 
-Resources (SimPy, capacity 1 each): the systolic ``array``, the ``dram`` channel, the
-``vector`` unit and the ``exit_unit``; plus a pipeline of ``max_in_flight`` group slots.
+Resources (FIFO, capacity 1 each, granted in :class:`simpy.Resource`'s order; see
+:class:`_Res`): the systolic ``array``, the ``dram`` channel, the ``vector`` unit and the
+``exit_unit``; plus a pipeline of ``max_in_flight`` group slots.
 The unit of work is a *group* of samples executing one layer: the array stage (the array is
 held for compute + stall cycles while the DRAM channel is held, in parallel, for the
 transfer cycles; a stage ends when both are done), then the vector stage, then, at a
@@ -21,6 +22,11 @@ Batch policies:
 
 With closed arrivals and ``max_in_flight = 1`` the replay equals
 :func:`hwsim.closed_form.evaluate` exactly (static, stream).
+
+With ``max_in_flight = 1`` nothing can be contended (DRAM transfers never outlast their
+array stage), so each group's layer is one timeout (array + vector + exit unit) and, for
+static and stream, one process runs the groups in turn; results equal the per-stage
+simulation's (tested).
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from collections import deque
 
 import numpy as np
 import simpy
+from simpy.events import Event, Timeout
 
 from .closed_form import ENERGY_KEYS, plan_groups, summarize
 from .config import ArchConfig
@@ -63,63 +70,112 @@ def static_groups(arrival: np.ndarray, size: int, timeout: int) -> tuple[np.ndar
     return np.asarray(starts, np.int64), np.asarray(release, np.int64)
 
 
+class _Res:
+    """A FIFO resource of ``cap`` units with :class:`simpy.Resource`'s grant order, without its
+    per-request event objects.
+
+    SimPy grants a free unit when the request is made and hands a released unit to the head
+    of the queue when its ``Release`` event is processed (one scheduler step later, at the
+    same time); a request made in between, while units are free, first grants the queue's
+    head. Only the events that wake a waiting process are kept (an uncontended request or
+    release creates none): the order of every remaining event, hence every result, is the
+    one of ``simpy.Resource``.
+    """
+
+    __slots__ = ("env", "cap", "count", "queue")
+
+    def __init__(self, env: simpy.Environment, cap: int):
+        self.env, self.cap, self.count, self.queue = env, cap, 0, deque()
+
+    def request(self):
+        """None when a unit is granted at once, else an event that succeeds when granted."""
+        if self.count < self.cap:
+            self.count += 1
+            if not self.queue:
+                return None
+            self.queue.popleft().succeed()      # the head waiter takes the free unit
+        ev = Event(self.env)
+        self.queue.append(ev)
+        return ev
+
+    def release(self, _event=None):
+        self.count -= 1
+        if self.queue:                          # SimPy's Release event: grant on processing
+            ev = Event(self.env)
+            ev.callbacks.append(self._grant)
+            ev.succeed()
+
+    def _grant(self, _event):
+        if self.queue and self.count < self.cap:
+            self.count += 1
+            self.queue.popleft().succeed()
+
+
 class _Sim:
     def __init__(self, arch: ArchConfig, costs: StageCosts, trace: ExitTrace):
         self.arch, self.c, self.t = arch, costs, trace
-        self.env = simpy.Environment()
-        self.array = simpy.Resource(self.env, 1)
-        self.dram = simpy.Resource(self.env, 1)
-        self.vector = simpy.Resource(self.env, 1)
-        self.exit_unit = simpy.Resource(self.env, 1)
-        self.slots = simpy.Resource(self.env, arch.batch.max_in_flight)
+        self.env = env = simpy.Environment()
+        self.array = _Res(env, 1)
+        self.dram = _Res(env, 1)
+        self.vector = _Res(env, 1)
+        self.exit_unit = _Res(env, 1)
+        self.slots = _Res(env, arch.batch.max_in_flight)
         self.finish = np.zeros(len(trace), np.int64)
         self.busy = {"array": 0, "dram": 0, "vector": 0, "exit_unit": 0}
 
-    # A request granted at once is already triggered: skipping the ``yield`` on it saves a
-    # scheduler round trip per stage without changing any time (requests are FIFO).
     def _dram_hold(self, d):
         r = self.dram.request()
-        if not r.triggered:
+        if r is not None:
             yield r
         yield self.env.timeout(d)
-        self.dram.release(r)
-        self.busy["dram"] += d
+        self.dram.release()
 
-    def _stage(self, res, key, d):
-        r = res.request()
-        if not r.triggered:
-            yield r
-        yield self.env.timeout(d)
-        res.release(r)
-        self.busy[key] += d
+    def layers(self, rows, stop: int, exits=(), on_exit=None):
+        """Run layers 1..stop of one group: per layer, the array stage (+DRAM in
+        parallel), the vector unit, the exit unit; ``rows[L]`` = (a, d, v, x) cycles of layer
+        L+1 (a zero duration skips the stage). After layer L ends, ``on_exit(L, now)`` runs
+        when L is in ``exits``. Busy cycles are tallied by the caller: every stage runs
+        exactly once whatever the contention."""
+        env = self.env
+        arr, dram, vec, ex = self.array, self.dram, self.vector, self.exit_unit
+        for L in range(stop):
+            a, d, v, x = rows[L]
+            if a:
+                r = arr.request()
+                if r is not None:
+                    yield r
+                if d > 0 and (dram.count or dram.queue):
+                    # DRAM busy elsewhere: transfer as its own process; the stage waits for both
+                    yield env.all_of([Timeout(env, a), env.process(self._dram_hold(d))])
+                elif d > 0:
+                    # DRAM free: claim it now, release it after d cycles by a callback
+                    dram.count += 1
+                    Timeout(env, d).callbacks.append(dram.release)
+                    yield Timeout(env, a)
+                else:
+                    yield Timeout(env, a)
+                arr.release()
+            if v:
+                r = vec.request()
+                if r is not None:
+                    yield r
+                yield Timeout(env, v)
+                vec.release()
+            if x:
+                r = ex.request()
+                if r is not None:
+                    yield r
+                yield Timeout(env, x)
+                ex.release()
+            if L + 1 in exits:
+                on_exit(L + 1, env.now)
 
-    def _array_stage(self, a, d):
-        r = self.array.request()
-        if not r.triggered:
-            yield r
-        if d > 0 and (self.dram.count or self.dram.queue):
-            # DRAM busy elsewhere: transfer as its own process; the stage waits for both
-            yield self.env.all_of([self.env.timeout(a), self.env.process(self._dram_hold(d))])
-        elif d > 0:
-            # DRAM free: claim it now, release it after d cycles by a callback (no extra process)
-            rd = self.dram.request()
-            t = self.env.timeout(d)
-            t.callbacks.append(lambda _e, rd=rd: self.dram.release(rd))
-            self.busy["dram"] += d
-            yield self.env.timeout(a)
-        else:
-            yield self.env.timeout(a)
-        self.array.release(r)
-        self.busy["array"] += a
 
-    def run_layer(self, a, d, v, x):
-        """Array (+DRAM), vector, exit unit for one group at one layer (durations in cycles)."""
-        if a:
-            yield from self._array_stage(a, d)
-        if v:
-            yield from self._stage(self.vector, "vector", v)
-        if x:
-            yield from self._stage(self.exit_unit, "exit_unit", x)
+def _serial(arch: ArchConfig, costs: StageCosts) -> bool:
+    """One group in flight and DRAM transfers never outlast their array stage: no resource
+    can be contended, so a layer's stages run back to back (one event per group and layer)."""
+    return arch.batch.max_in_flight == 1 and all(
+        bool((costs.dram_cycles[s] <= costs.array_cycles[s]).all()) for s in costs.array_cycles)
 
 
 def replay(arch: ArchConfig, costs: StageCosts, trace: ExitTrace) -> dict:
@@ -128,10 +184,11 @@ def replay(arch: ArchConfig, costs: StageCosts, trace: ExitTrace) -> dict:
     policy = arch.batch.policy
     arrival = arrival_cycles(arch, len(trace))
     sim = _Sim(arch, costs, trace)
+    serial = _serial(arch, costs)
     if policy == "regroup":
-        energy, macs = _run_regroup(sim, arrival)
+        energy, macs = _run_regroup(sim, arrival, serial)
     else:
-        energy, macs = _run_static(sim, arrival, 1 if policy == "stream" else arch.batch.size)
+        energy, macs = _run_static(sim, arrival, 1 if policy == "stream" else arch.batch.size, serial)
     makespan = int(sim.env.now)
     out = summarize(costs, trace, sim.finish, arrival, makespan, sim.busy, energy, macs)
     out["finish_cycles"] = sim.finish
@@ -139,47 +196,78 @@ def replay(arch: ArchConfig, costs: StageCosts, trace: ExitTrace) -> dict:
     return out
 
 
-def _run_static(sim: _Sim, arrival: np.ndarray, size: int):
+def _run_static(sim: _Sim, arrival: np.ndarray, size: int, serial: bool):
     timeout = int(round(sim.arch.batch.timeout_us * sim.arch.clock_mhz))
     starts, release = static_groups(arrival, size, timeout)
     p = plan_groups(sim.c, sim.t, size, starts)
-    ends = np.append(starts, len(sim.t))
-    exit_layer = sim.t.exit_layer
+    G = len(starts)
+    bounds = np.append(starts, len(sim.t)).tolist()
+    release = release.tolist()
+    exit_layer = sim.t.exit_layer.tolist()
     env = sim.env
-    arr, dram, vec, ex = p.arr.tolist(), p.dram.tolist(), p.vec.tolist(), p.exit.tolist()
     finish = sim.finish
+    # every stage of the plan runs exactly once (the DRAM transfer with its array stage)
+    sim.busy.update(array=int(p.arr.sum()), dram=int((p.dram * (p.arr > 0)).sum()),
+                    vector=int(p.vec.sum()), exit_unit=int(p.exit.sum()))
 
-    def group(g, slot):
-        lo, hi = int(ends[g]), int(ends[g + 1])
-        members = exit_layer[lo:hi].tolist()
-        exits = set(members)
-        ag, dg, vg, xg = arr[g], dram[g], vec[g], ex[g]
-        for L in range(max(members)):
-            yield from sim.run_layer(ag[L], dg[L], vg[L], xg[L])
-            if L + 1 in exits:
-                now = int(env.now)
-                for j, e in enumerate(members):
-                    if e == L + 1:
-                        finish[lo + j] = now
-        sim.slots.release(slot)
+    def finish_members(lo, members, layer, now):
+        for j, e in enumerate(members):
+            if e == layer:
+                finish[lo + j] = now
 
-    def feeder():
-        # admit groups in order as slots free up (a queue of all groups would cost O(n^2))
-        for g in range(len(starts)):
-            if release[g] > env.now:
-                yield env.timeout(int(release[g]) - env.now)
-            slot = sim.slots.request()
-            if not slot.triggered:
-                yield slot
-            env.process(group(g, slot))
+    if serial:
+        dur = (p.arr + p.vec + p.exit).tolist()      # one event per group and layer
 
-    env.process(feeder())
-    env.run()
+        def runner():
+            for g in range(G):
+                if release[g] > env.now:
+                    yield Timeout(env, release[g] - env.now)
+                lo, hi = bounds[g], bounds[g + 1]
+                members = exit_layer[lo:hi]
+                row = dur[g]
+                if hi - lo == 1:
+                    for L in range(members[0]):
+                        if row[L]:
+                            yield Timeout(env, row[L])
+                    finish[lo] = env.now
+                    continue
+                exits = set(members)
+                for L in range(max(members)):
+                    if row[L]:
+                        yield Timeout(env, row[L])
+                    if L + 1 in exits:
+                        finish_members(lo, members, L + 1, env.now)
+
+        env.process(runner())
+        env.run()
+    else:
+        stages = [list(zip(*r)) for r in zip(p.arr.tolist(), p.dram.tolist(), p.vec.tolist(), p.exit.tolist())]
+        slots, layers = sim.slots, sim.layers
+
+        def group(g):
+            lo, hi = bounds[g], bounds[g + 1]
+            members = exit_layer[lo:hi]
+            yield from layers(stages[g], max(members), set(members),
+                              lambda layer, now: finish_members(lo, members, layer, now))
+            slots.release()
+
+        def feeder():
+            # admit groups in order as slots free up (a queue of all groups would cost O(n^2))
+            for g in range(G):
+                if release[g] > env.now:
+                    yield Timeout(env, release[g] - env.now)
+                slot = slots.request()
+                if slot is not None:
+                    yield slot
+                env.process(group(g))
+
+        env.process(feeder())
+        env.run()
     energy = {k: float(v.sum()) for k, v in p.energy.items()}
     return energy, int(p.macs.sum())
 
 
-def _run_regroup(sim: _Sim, arrival: np.ndarray):
+def _run_regroup(sim: _Sim, arrival: np.ndarray, serial: bool):
     c, t, env = sim.c, sim.t, sim.env
     D, B = t.depth, sim.arch.batch.size
     timeout = int(round(sim.arch.batch.timeout_us * sim.arch.clock_mhz))
@@ -187,8 +275,10 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray):
     pools = [deque() for _ in range(D + 2)]  # pools[L]: samples waiting to run layer L
     state = {"running": 0, "arrived": 0, "wake": env.event()}
     energy = {k: 0.0 for k in ENERGY_KEYS if k != "leakage"}
+    busy = sim.busy
     macs = [0]
     n = len(t)
+    tables: dict = {}   # (layer is 1, layer is D, group size, heads) -> durations, energies, MACs
 
     def poke():
         if not state["wake"].triggered:
@@ -202,29 +292,47 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray):
             state["arrived"] += 1
             poke()
 
+    def table(first, last, b, h):
+        a = int(c.array_cycles["block"][b] + first * c.array_cycles["patch"][b]
+                + last * c.array_cycles["final"][b] + (h > 0) * c.array_cycles["head"][h])
+        d = int(c.dram_cycles["block"][b] + first * c.dram_cycles["patch"][b]
+                + last * c.dram_cycles["final"][b] + (h > 0) * c.dram_cycles["head"][h])
+        v = int(c.vector_cycles["block"][b] + first * c.vector_cycles["patch"][b]
+                + last * c.vector_cycles["final"][b] + (h > 0) * c.vector_cycles["head"][h])
+        x = int(c.exit_cycles[h])
+        e = tuple(float(c.energy["block"][k][b] + first * c.energy["patch"][k][b]
+                        + last * c.energy["final"][k][b] + c.energy["head"][k][h])
+                  for k in ("mac", "sram", "dram", "vector")) + (float(c.energy["exit"][h]),)
+        m = int(c.macs["block"][b] + first * c.macs["patch"][b] + last * c.macs["final"][b] + c.macs["head"][h])
+        return (a, d, v, x), e, m
+
     def cost(L, members):
         b = len(members)
         h = int(t.evaluated[members, cand_pos[L]].sum()) if L in cand_pos else 0
-        a = int(c.array_cycles["block"][b] + (L == 1) * c.array_cycles["patch"][b]
-                + (L == D) * c.array_cycles["final"][b] + (h > 0) * c.array_cycles["head"][h])
-        d = int(c.dram_cycles["block"][b] + (L == 1) * c.dram_cycles["patch"][b]
-                + (L == D) * c.dram_cycles["final"][b] + (h > 0) * c.dram_cycles["head"][h])
-        v = int(c.vector_cycles["block"][b] + (L == 1) * c.vector_cycles["patch"][b]
-                + (L == D) * c.vector_cycles["final"][b] + (h > 0) * c.vector_cycles["head"][h])
-        x = int(c.exit_cycles[h])
-        for k in ("mac", "sram", "dram", "vector"):
-            energy[k] += float(c.energy["block"][k][b] + (L == 1) * c.energy["patch"][k][b]
-                               + (L == D) * c.energy["final"][k][b] + c.energy["head"][k][h])
-        energy["exit"] += float(c.energy["exit"][h])
-        macs[0] += int(c.macs["block"][b] + (L == 1) * c.macs["patch"][b] + (L == D) * c.macs["final"][b]
-                       + c.macs["head"][h])
+        key = (L == 1, L == D, b, h)
+        entry = tables.get(key)
+        if entry is None:
+            entry = tables[key] = table(*key)
+        (a, d, v, x), e, m = entry
+        for k, ek in zip(("mac", "sram", "dram", "vector", "exit"), e):
+            energy[k] += ek
+        macs[0] += m
+        busy["array"] += a
+        busy["dram"] += d if a else 0
+        busy["vector"] += v
+        busy["exit_unit"] += x
         return a, d, v, x
 
     def group(L, members):
-        with sim.slots.request() as slot:
-            yield slot
-            a, d, v, x = cost(L, members)
-            yield from sim.run_layer(a, d, v, x)
+        slot = sim.slots.request()
+        yield slot if slot is not None else Timeout(env, 0)   # SimPy: a granted request is one step
+        a, d, v, x = cost(L, members)
+        if serial:
+            if a + v + x:
+                yield Timeout(env, a + v + x)
+        else:
+            yield from sim.layers(((a, d, v, x),), 1)
+        sim.slots.release()
         m = np.asarray(members)
         done = t.exit_layer[m] == L
         sim.finish[m[done]] = int(env.now)
@@ -234,7 +342,6 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray):
         poke()
 
     def dispatcher():
-        finished = 0
         while True:
             started = False
             if state["running"] < sim.arch.batch.max_in_flight:
@@ -260,7 +367,6 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray):
                 yield env.any_of(waits)
             else:
                 yield env.timeout(0)
-        del finished
 
     env.process(arrivals())
     env.process(dispatcher())

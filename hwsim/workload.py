@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from quant.geometry import EncoderGeometry
 
 IN_CHANNELS = 3  # RGB input of the patch embedding (CLIP)
@@ -169,3 +171,32 @@ def layer_macs(geometry: EncoderGeometry) -> list[int]:
     out[0] += sum(x.macs for x in patch_gemms(g))
     out[-1] += sum(x.macs for x in final_gemms(g))
     return out
+
+
+# ---- compute fractions of early-exit inference (the FLOPs saving of the paper, Sec. 5.1) -----
+# FLOPs saving = 1 - E_x[compute up to the exit of x] / compute(full depth). "Without heads" counts
+# the backbone only (the paper's definition); "with heads" adds one exit-head evaluation (MLP +
+# similarity against K classes) for every candidate layer a sample passes through, including the
+# one it exits at.
+def cumulative_fraction(geometry: EncoderGeometry) -> np.ndarray:
+    """float64 [depth]: backbone compute of blocks 1..L as a fraction of the full tower (last = 1)."""
+    cum = np.cumsum(np.asarray(layer_macs(geometry), np.float64))
+    return cum / cum[-1]
+
+
+def head_fraction(geometry: EncoderGeometry, num_classes: int) -> float:
+    """One exit-head evaluation's MACs as a fraction of the full tower's."""
+    return head_macs(geometry, num_classes) / float(sum(layer_macs(geometry)))
+
+
+def flops_saving(geometry: EncoderGeometry, exit_layer: np.ndarray, num_classes: int | None = None,
+                 heads_evaluated: np.ndarray | None = None) -> float:
+    """1 - mean compute fraction of samples exiting after block ``exit_layer`` [n] (1..depth).
+
+    With ``num_classes`` and ``heads_evaluated`` (int [n]: exit heads each sample ran), the
+    heads' compute is added.
+    """
+    frac = cumulative_fraction(geometry)[np.asarray(exit_layer, np.int64) - 1]
+    if heads_evaluated is not None:
+        frac = frac + head_fraction(geometry, num_classes) * np.asarray(heads_evaluated, np.float64)
+    return float(1.0 - frac.mean())

@@ -37,3 +37,28 @@ def run_cli(capsys):
         return rc, out.out, out.err
 
     return _run
+
+
+SMALL_POLICY_ARGS = ["--train-n", "400", "--gating-n", "300", "--epochs", "2", "--seeds", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def small_policy_args():
+    """The train-exits flags of :func:`small_policy`."""
+    return list(SMALL_POLICY_ARGS)
+
+
+@pytest.fixture(scope="session")
+def small_policy(tmp_path_factory):
+    """A float LRA-EE policy on the embedded default with small splits (train 400, gating 300,
+    2 epochs, 2 seeds), thresholds chosen. Returns (policy_dir, feature_cache_dir).
+
+    Shared by the policy, fixed-point, HLS and pipeline tests; treat it as read-only.
+    """
+    from analysis.cli import main
+
+    root = tmp_path_factory.mktemp("small_policy")
+    pol, cache = root / "policy", root / "cache"
+    assert main(["train-exits", "--out", str(pol), "--cache-dir", str(cache), *SMALL_POLICY_ARGS]) == 0
+    assert main(["thresholds", "--policy", str(pol)]) == 0
+    return pol, cache

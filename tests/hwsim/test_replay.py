@@ -14,9 +14,14 @@ def _trace(n=203, seed=1):
     return make_trace(el, correct=cor)
 
 
+@pytest.mark.parametrize("serial", [True, False])
 @pytest.mark.parametrize("policy", ["static", "stream"])
 @pytest.mark.parametrize("df", ["os", "ws", "is"])
-def test_replay_equals_closed_form_without_contention(policy, df):
+def test_replay_equals_closed_form_without_contention(policy, df, serial, monkeypatch):
+    # serial: one event per group and layer; False forces the per-stage path with resources
+    import hwsim.replay
+    if not serial:
+        monkeypatch.setattr(hwsim.replay, "_serial", lambda arch, costs: False)
     a = arch(batch__policy=policy, batch__size=8, array__dataflow=df)
     tr = _trace()
     c = build_costs(a, TINY, tr.num_classes, a.effective_batch)
@@ -93,3 +98,18 @@ def test_poisson_static_batches_close_on_timeout():
     tr = _trace(40)
     r = replay(a, build_costs(a, TINY, 25, 8), tr)
     assert (r["finish_cycles"] > r["arrival_cycles"]).all()
+
+
+@pytest.mark.parametrize("policy", ["static", "regroup", "stream"])
+def test_serial_fast_path_equals_per_stage_path(policy, monkeypatch):
+    import hwsim.replay
+    a = arch(batch__policy=policy, batch__size=4, arrivals__mode="poisson", arrivals__rate_per_s=20000.0,
+             batch__timeout_us=30.0)
+    tr = _trace(150)
+    c = build_costs(a, TINY, 25, a.effective_batch)
+    assert hwsim.replay._serial(a, c)
+    fast = replay(a, c, tr)
+    monkeypatch.setattr(hwsim.replay, "_serial", lambda arch, costs: False)
+    slow = replay(a, c, tr)
+    np.testing.assert_array_equal(fast["finish_cycles"], slow["finish_cycles"])
+    assert fast["energy_pj"] == slow["energy_pj"] and fast["busy_cycles"] == slow["busy_cycles"]

@@ -1,0 +1,1 @@
+"""``lraee run``: the whole co-design pipeline as resumable stages (see :mod:`analysis.pipeline.runner`)."""

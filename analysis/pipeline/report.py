@@ -1,0 +1,298 @@
+"""``report.md`` and ``report.html`` of a ``lraee run`` output folder, figures beside them.
+
+Every table names the model, data and recipe that made it. Where the paper (Nam & Choi 2026,
+CLIP ViT-B/32 on ImageNet-1K, dynamic INT8) has a number for a row, it stands in its own
+column labelled as the paper's, never mixed with ours.
+"""
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis import atomic
+
+PAPER = "paper (ViT-B/32, ImageNet-1K)"
+PAPER_TABLE1 = {"INT8 full depth": ("0.00", "58.72"), "LRA-EE (ours)": ("13.38 ± 0.11", "61.16 ± 0.06")}
+PAPER_TABLE2 = {"FP32 full depth": ("0.00", "63.33 (80 templates)"), "INT8 full depth": ("0.00", "58.72"),
+                "CLS-EE": ("0.00", "58.72"), "PABEE": ("3.64", "61.82"), "LRA-EE (ours)": ("13.38", "61.16"),
+                "Confidence-only heuristic": ("4.7", "60.28")}
+PAPER_TABLE3 = {"i": ("0.0", "58.72"), "ii": ("0.0", "59.18"), "iii": ("0.0", "59.65"), "iv": ("13.38", "60.42"),
+                "v": ("13.38", "61.16")}
+PAPER_TABLE4 = {"both": ("5,162", "51.6"), "rescue": ("947", "9.5"), "loss": ("710", "7.1"),
+                "neither": ("3,181", "31.8"), "net": ("+237", "+2.37 pp")}
+
+
+@dataclass
+class Table:
+    title: str
+    made_by: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+    def md(self) -> str:
+        out = [f"**{self.title}** — {self.made_by}", "", "| " + " | ".join(self.columns) + " |",
+               "| " + " | ".join("---" for _ in self.columns) + " |"]
+        out += ["| " + " | ".join(str(c) for c in r) + " |" for r in self.rows]
+        if self.note:
+            out += ["", f"_{self.note}_"]
+        return "\n".join(out) + "\n"
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in self.rows)
+        note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
+        return (f"<h3>{html.escape(self.title)}</h3><p class='by'>{html.escape(self.made_by)}</p>"
+                f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}")
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (file name in report/, caption)
+
+
+def pct(x, digits=2) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f}"
+
+
+def pm(ms: dict | None, digits=2) -> str:
+    if ms is None:
+        return "—"
+    return f"{100 * ms['mean']:.{digits}f} ± {100 * ms['std']:.{digits}f}"
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
+    """Sections from the stage outputs under ``out``; returns (sections, figures to copy (src, name))."""
+    model = _load(out / "model" / "model.json") or {}
+    prof = _load(out / "profile" / "profile.json")
+    res = _load(out / "trace" / "results.json")
+    val = _load(out / "fixedpoint" / "validate.json")
+    hls = _load(out / "hls" / "hls_report.json")
+    sim = _load(out / "hwsim" / "sim" / "summary.json")
+    copies: list[tuple[Path, str]] = []
+    secs: list[Section] = []
+
+    if res:
+        made = (f"ours: {res['model']} {res['precision']}, eval {res['data']['eval']} (n={res['n_eval']}), "
+                f"{len(res['seeds'])} seeds, candidate layers {res['candidate_layers']}, budget {res['budget']}")
+    else:
+        made = "ours"
+
+    if prof:
+        s = Section("QIRC profile (paper Fig. 1 and 4)",
+                    f"Layer-wise quantization noise of {prof.get('model')} {prof.get('precision')} against FP32 "
+                    f"on {prof.get('dataset')} (n={prof.get('n')}).")
+        t = Table("Per-block noise", f"ours: {prof.get('model')} {prof.get('precision')}, {prof.get('dataset')}",
+                  ["block", "d_nat", "d_quant", "ratio %", "cos(INT8, FP32)", "MSE", "INR", "act. max"])
+        for b in prof["blocks"]:
+            t.rows.append([b["block"], f"{b['d_nat']:.4g}", f"{b['d_quant']:.4g}", pct(b["ratio"]),
+                           f"{b['cos_int8_fp32_pooled']:.4f}", f"{b['mse']:.3g}", f"{b['inr']:.4g}",
+                           f"{b['act_absmax']:.4g}"])
+        t.note = "Paper (ViT-B/32 dynamic INT8): ratio below 10% in shallow blocks, 52% at block 11."
+        s.tables.append(t)
+        copies.append((out / "profile" / "profile.png", "profile.png"))
+        s.figures.append(("profile.png", "QIRC profile"))
+        secs.append(s)
+
+    if res:
+        lr = res["lra_ee"]
+        t1 = Table("Main results (paper Table 1)", made,
+                   ["method", "FLOPs saving % (ours)", "top-1 % (ours)", "Δ top-1 pp (ours)",
+                    f"FLOPs saving % ({PAPER})", f"top-1 % ({PAPER})"])
+        t1.rows.append(["INT8 full depth", "0.00", pct(res["int8_top1"]), "0.00", *PAPER_TABLE1["INT8 full depth"]])
+        t1.rows.append(["LRA-EE (ours)", pm(lr["flops_saving"]), pm(lr["top1"]), pm(
+            {k: v / 100 for k, v in lr["delta_top1_pp"].items() if k != "values"}), *PAPER_TABLE1["LRA-EE (ours)"]])
+        t1.note = (f"FLOPs saving with the exit heads' own compute: {pm(lr['flops_saving_with_heads'])} %. "
+                   "Mean ± std over seeds (head init and shuffling, gating-split sample).")
+        t2 = Table("Baselines (paper Table 2)", made,
+                   ["method", "FLOPs saving % (ours)", "top-1 % (ours)", f"FLOPs saving % ({PAPER})",
+                    f"top-1 % ({PAPER})"])
+        for b in res["baselines"]:
+            key = "PABEE" if b["method"].startswith("PABEE") else b["method"]
+            paper = PAPER_TABLE2.get(key, ("—", "—"))
+            t2.rows.append([b["method"], pm(b["flops_saving"]), pm(b["top1"]), *paper])
+        t2.rows.append(["AdaViT", "not run", "not run", "13.50", "59.84"])
+        st = Table("Static truncation (SSA head at block L for every sample)", made,
+                   ["block", "FLOPs saving %", "top-1 %"])
+        for r in res["static_truncation"]:
+            st.rows.append([r["layer"], pct(r["flops_saving"]), pm(r["top1"])])
+        secs.append(Section("Main results and baselines", tables=[t1, t2, st]))
+
+        t3 = Table("Factorial ablation (paper Table 3)", made,
+                   ["#", "configuration", "head", "supervision", "routing", "FLOPs saving % (ours)", "top-1 % (ours)",
+                    f"FLOPs saving % ({PAPER})", f"top-1 % ({PAPER})"])
+        for a in res["ablation"]:
+            t3.rows.append([a["row"], a["config"], a["head"], a["supervision"], a["routing"], pm(a["flops_saving"]),
+                            pm(a["top1"]), *PAPER_TABLE3[a["row"]]])
+        secs.append(Section("Ablation", tables=[t3]))
+
+        q = res["quadrants"]
+        t4 = Table("Four-quadrant outcome decomposition (paper Table 4)", made + f", seed {res['seeds'][0]}",
+                   ["outcome", "samples (ours)", "% (ours)", f"samples ({PAPER}, n=10,000)", f"% ({PAPER})"])
+        for k, name in (("both", "both correct"), ("rescue", "rescue (EE ✓, full ✗)"),
+                        ("loss", "loss (EE ✗, full ✓)"), ("neither", "both incorrect")):
+            t4.rows.append([name, q[k], pct(q[f"{k}_fraction"]), *PAPER_TABLE4[k]])
+        t4.rows.append(["net gain (rescue − loss)", f"{q['net']:+d}", f"{q['net_pp']:+.2f} pp", *PAPER_TABLE4["net"]])
+        t4.note = (f"net = rescue − loss = n × (top-1 EE − top-1 full depth) exactly: "
+                   f"{q['net']:+d} = {q['n']} × ({pct(q['top1_ee'])} − {pct(q['top1_full'])}) %.")
+        sel = res["selectivity"]
+        ts = Table("Gate selectivity (paper Sec. 7.2)", made + f", seed {res['seeds'][0]}",
+                   ["group", "fraction % (ours)", "top-1 % (ours)", f"fraction % ({PAPER})", f"top-1 % ({PAPER})"])
+        ts.rows.append(["early-exited", pct(sel["exited_fraction"]), pct(sel["exited_accuracy"]), "75.7", "68.81"])
+        ts.rows.append(["full depth", pct(sel["full_depth_fraction"]), pct(sel["full_depth_accuracy"]), "24.3",
+                        "37.00"])
+        te = Table("Exit distribution (paper Fig. 2b)", made + " (mean over seeds)",
+                   ["exit after block", "samples % (ours)"])
+        for k, v in res["exit_distribution_mean"].items():
+            te.rows.append([k + (" (full depth)" if int(k) == max(int(x) for x in res["exit_distribution_mean"]) else ""),
+                            pct(v)])
+        te.note = "Paper: L8 10.1 %, L10 25.3 %, L11 32.1 %, full depth 32.5 % (candidates {8, 10, 11})."
+        sec = Section("Anatomy of the rescue effect", tables=[t4, ts, te])
+        for name, cap in (("exit_distribution.png", "Per-layer exit distribution"),):
+            copies.append((out / "trace" / name, name))
+            sec.figures.append((name, cap))
+        secs.append(sec)
+
+        tc = Table("CLS vs SSA head accuracy per block (paper Sec. 6.2)", made,
+                   ["block", "SSA distilled %", "SSA hard %", "[CLS] distilled %"])
+        for r in res["cls_vs_ssa"]:
+            tc.rows.append([r["layer"], pm(r["ssa-distill"]), pm(r["ssa-hard"]), pm(r["cls-distill"])])
+        tc.note = "Paper: SSA beats [CLS] by 18-24 pp at blocks 8, 10, 11 (45.60 vs 21.73 % at block 8)."
+        sec = Section("Heads and gates", tables=[tc])
+        for name, cap in (("cls_vs_ssa.png", "CLS vs SSA per block"),
+                          ("pareto.png", "Heuristic vs learned gate: Pareto fronts (paper Fig. 3)")):
+            copies.append((out / "trace" / name, name))
+            sec.figures.append((name, cap))
+        secs.append(sec)
+
+    if val:
+        secs.append(fixedpoint_section(val, out, copies))
+    if hls:
+        secs.append(hls_section(hls))
+    if sim:
+        secs.append(hwsim_section(sim, out, copies))
+    return secs, copies
+
+
+def fixedpoint_section(val: dict, out: Path, copies: list) -> Section:
+    s = Section("Fixed-point exit unit vs float policy")
+    t = Table("Agreement", f"ours: {val.get('model', '')} {val.get('precision', '')}, {val.get('data', '')}",
+              ["scope", "decision agreement", "top-1 fixed %", "top-1 float %"])
+    for row in val.get("report_rows", []):
+        t.rows.append(row)
+    s.tables.append(t)
+    for p in sorted((out / "fixedpoint").glob("*.png")):
+        copies.append((p, f"fixedpoint_{p.name}"))
+        s.figures.append((f"fixedpoint_{p.name}", p.stem.replace("_", " ")))
+    return s
+
+
+def hls_section(hls: dict) -> Section:
+    s = Section("HLS exit blocks (hls4ml C-simulation and estimates)")
+    t = Table("Blocks", "ours", ["block", "csim vectors", "exact match", "DSP", "BRAM_18K", "latency (cycles)"])
+    for b in hls.get("blocks", []):
+        t.rows.append([b.get("name"), b.get("csim_vectors"), b.get("exact_match_fraction"), b.get("dsp"),
+                       b.get("bram_18k"), b.get("latency_cycles")])
+    s.tables.append(t)
+    return s
+
+
+def hwsim_section(sim: dict, out: Path, copies: list) -> Section:
+    arch = sim["arch"]
+    made = (f"ours: {sim['workload']['model']}, trace of {sim['trace']['samples']} samples; "
+            f"{arch['array']['rows']}x{arch['array']['cols']} {arch['array']['dataflow']} @ {arch['clock_mhz']} MHz")
+    t = Table("Early exit vs full depth on the accelerator", made, ["metric", "early exit", "full depth", "saving"])
+    ee, fd, sv = sim["early_exit"], sim["full_depth"], sim["savings"]
+    t.rows += [
+        ["cycles (makespan)", f"{ee['makespan_cycles']:.6g}", f"{fd['makespan_cycles']:.6g}", pct(sv["cycles_saving"])],
+        ["energy / image (µJ)", f"{ee['energy_per_image_uj']['total']:.4g}",
+         f"{fd['energy_per_image_uj']['total']:.4g}", pct(sv["energy_saving"])],
+        ["latency p50 (µs)", f"{ee['latency_us']['p50']:.4g}", f"{fd['latency_us']['p50']:.4g}", "—"],
+        ["latency p95 (µs)", f"{ee['latency_us']['p95']:.4g}", f"{fd['latency_us']['p95']:.4g}",
+         pct(sv["latency_p95_saving"])],
+        ["throughput (img/s)", f"{ee['throughput_img_s']:.4g}", f"{fd['throughput_img_s']:.4g}",
+         f"{100 * sv['throughput_gain']:+.2f} (gain)"],
+        ["MACs / image incl. heads", f"{ee['macs_per_image']:.4g}", f"{fd['macs_per_image']:.4g}",
+         pct(sv["macs_saving_incl_heads"])],
+        ["FLOPs saving (backbone, paper's definition)", "", "", pct(sv["flops_saving"])],
+    ]
+    t.note = "Cycle, energy and latency savings differ from the FLOPs saving: exit heads, batching holes and memory."
+    s = Section("Hardware simulation (hwsim)", tables=[t])
+    front = out / "hwsim" / "dse" / "pareto.csv"
+    if front.is_file():
+        import csv
+
+        with front.open() as fh:
+            rows = list(csv.DictReader(fh))
+        if rows:
+            cols = [c for c in ("config_id", "policy_id", "array.rows", "array.cols", "array.dataflow",
+                                "accuracy", "latency_p50_us", "energy_per_image_uj", "area") if c in rows[0]]
+            td = Table("DSE Pareto front (accuracy x latency x energy x area)", made.split(";")[0] +
+                       f"; {len(rows)} Pareto points of the sweep", cols)
+            for r in rows[:20]:
+                td.rows.append([r[c] for c in cols])
+            if len(rows) > 20:
+                td.note = f"first 20 of {len(rows)} rows; all in hwsim/dse/pareto.csv"
+            s.tables.append(td)
+    png = out / "hwsim" / "dse" / "pareto.png"
+    if png.is_file():
+        copies.append((png, "dse_pareto.png"))
+        s.figures.append(("dse_pareto.png", "DSE Pareto front"))
+    return s
+
+
+CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+       "margin:.5em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
+       "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.by{color:#555;font-size:12px;"
+       "margin:0}.note{color:#555;font-size:12px}img{max-width:100%;border:1px solid #ddd}")
+
+
+def write_report(ctx) -> list[Path]:
+    """Write report.md, report.html and the figures into ``ctx.dir('report')``; returns the paths."""
+    out = ctx.out
+    rep = ctx.dir("report")
+    secs, copies = build_sections(out)
+    written = []
+    for src, name in copies:
+        if src.is_file():
+            dst = rep / name
+            with atomic.atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+            written.append(dst)
+    title = "lraee run report"
+    intro = ("LRA-EE co-design pipeline: INT8 encoder, QIRC profile, float exit policy, fixed-point exit unit, "
+             "hls4ml blocks and systolic-array simulation. Our numbers come from the run in this folder; the "
+             "paper's, where shown, are in their own columns.")
+    md = [f"# {title}", "", intro, ""]
+    body = [f"<h1>{title}</h1><p>{html.escape(intro)}</p>"]
+    for s in secs:
+        md += [f"## {s.title}", ""]
+        body.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.text:
+            md += [s.text, ""]
+            body.append(f"<p>{html.escape(s.text)}</p>")
+        for t in s.tables:
+            md += [t.md(), ""]
+            body.append(t.html())
+        for name, cap in s.figures:
+            if (rep / name).is_file():
+                md += [f"![{cap}]({name})", ""]
+                body.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(cap)}'>"
+                            f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+    atomic.write_text(rep / "report.md", "\n".join(md))
+    atomic.write_text(rep / "report.html", "<!doctype html><html><head><meta charset='utf-8'><title>"
+                      f"{title}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    return [rep / "report.md", rep / "report.html", *written]

@@ -1,0 +1,224 @@
+"""The stages of ``lraee run`` (see :mod:`analysis.pipeline.runner`), each a thin wrapper around
+the ``lraee`` commands a user would type, with the flags derived from the run config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from analysis import atomic
+from analysis.pipeline.config import RunConfig
+from analysis.pipeline.runner import Context, Stage, sha256_file
+
+HWSIM_CONFIGS = Path(__file__).resolve().parents[2] / "hwsim" / "configs"
+
+
+# ---- flags shared by the commands ----------------------------------------------------------
+def model_flags(cfg: RunConfig) -> list:
+    m = cfg.model
+    return ["--model", m.name] + (["--pretrained", m.pretrained] if m.pretrained else []) + (
+        ["--force-quick-gelu"] if m.force_quick_gelu else [])
+
+
+def calibration_file(ctx: Context) -> Path:
+    return ctx.dir("calibration") / "calibration.safetensors"
+
+
+def precision_flags(ctx: Context) -> list:
+    p = ctx.cfg.precision
+    return ["--precision", p.recipe, "--scales", p.scales, "--calib-method", p.calib_method,
+            "--calibration", calibration_file(ctx)]
+
+
+def runtime_flags(ctx: Context, cache: bool = True) -> list:
+    r = ctx.cfg.runtime
+    return (["--batch-size", r.batch_size, "--device", r.device] + (["--cache-dir", r.cache_dir] if cache else [])
+            + ([] if ctx.progress else ["--no-progress"]))
+
+
+def data_flags(cfg: RunConfig, split: str = "eval", n: int | None = None) -> list:
+    d = cfg.data
+    return (["--data", d.source, "--split", split, "--templates", d.templates]
+            + (["--classnames", d.classnames] if d.classnames else []) + (["--n", n] if n else []))
+
+
+def _rel(ctx: Context, *paths: Path) -> list[str]:
+    """Result files as paths relative to the run folder (the runner's working directory)."""
+    return [str(Path(p)) for p in paths]
+
+
+# ---- stages --------------------------------------------------------------------------------
+def run_model(ctx: Context) -> list[str]:
+    """Check (or rebuild) the encoder weights; write model.json (name, weights hash, geometry)."""
+    from analysis.features import state_dict_sha256
+    from quant.encoder import TINY_WEIGHTS, load_encoder
+
+    m = ctx.cfg.model
+    if m.name in ("tiny", "lraee-tiny") and m.pretrained is None and not TINY_WEIGHTS.is_file():
+        ctx.log(f"shipped tiny weights missing at {TINY_WEIGHTS}: retraining them (lraee train-tiny)")
+        ctx.cli("train-tiny", "--out", TINY_WEIGHTS, *([] if ctx.progress else ["--no-progress"]))
+    enc = load_encoder(m.name, m.pretrained, device=ctx.cfg.runtime.device, force_quick_gelu=m.force_quick_gelu)
+    rec = {"model": enc.name, "pretrained": str(enc.pretrained) if enc.pretrained else None,
+           "weights_sha256": state_dict_sha256(enc.model), "geometry": enc.geometry.to_dict()}
+    path = ctx.dir("model") / "model.json"
+    atomic.write_json(path, rec)
+    geo = ctx.dir("model") / "geometry.json"
+    atomic.write_json(geo, enc.geometry.to_dict())
+    return _rel(ctx, path, geo)
+
+
+def run_calibration(ctx: Context) -> list[str]:
+    p, d = ctx.cfg.precision, ctx.cfg.data
+    out = calibration_file(ctx)
+    ctx.cli("calibrate", *model_flags(ctx.cfg), "--precision", p.recipe, "--scales", p.scales,
+            "--calib-method", p.calib_method, "--calib-n", p.calib_n, "--data", d.source,
+            "--batch-size", ctx.cfg.runtime.batch_size, "--device", ctx.cfg.runtime.device,
+            *([] if ctx.progress else ["--no-progress"]), "--out", out)
+    return _rel(ctx, out, out.with_suffix(".json"))
+
+
+def run_profile(ctx: Context) -> list[str]:
+    out = ctx.dir("profile")
+    ctx.cli("profile", *model_flags(ctx.cfg), *precision_flags(ctx), *data_flags(ctx.cfg, "calibration",
+                                                                                  ctx.cfg.data.profile_n),
+            *runtime_flags(ctx), "--out", out)
+    return _rel(ctx, out / "profile.json", out / "profile.png")
+
+
+def _splits(cfg: RunConfig) -> list[tuple[str, str, int | None]]:
+    d = cfg.data
+    return [(d.train_source or d.source, "train", d.train_n), (d.gating_source or d.source, "gating", d.gating_n),
+            (d.source, "eval", d.eval_n)]
+
+
+def run_features(ctx: Context) -> list[str]:
+    """Build the feature cache of every split the later stages read (one encoder, one prepared
+    recipe for all of them); write a manifest of the cache keys."""
+    from analysis.data.sources import open_source
+    from analysis.features import get_features
+    from analysis.templates import resolve_templates
+    from quant.encoder import load_encoder
+    from quant.prepare import prepare_recipe
+
+    cfg = ctx.cfg
+    m, p, r = cfg.model, cfg.precision, cfg.runtime
+    enc = load_encoder(m.name, m.pretrained, device=r.device, force_quick_gelu=m.force_quick_gelu)
+    tname, templates = resolve_templates(cfg.data.templates)
+    recipes = {"recipe": prepare_recipe(enc, p.recipe, scales=p.scales, calibration=calibration_file(ctx),
+                                        calib_method=p.calib_method, device=r.device),
+               "fp32": prepare_recipe(enc, "fp32")}
+    manifest = []
+    for source, split, n in _splits(cfg):
+        src = open_source(source, split, n, cfg.data.classnames)
+        for prec, prepared in recipes.items():
+            if split == "gating" and prec == "fp32":
+                continue
+            fs = get_features(enc, src, prepared, tname, templates, cfg.runtime.cache_dir, r.batch_size, r.device,
+                              ctx.progress)
+            manifest.append({"split": split, "data": src.name, "precision": prepared.tag, "key": fs.meta["key"]})
+            ctx.log(f"  {'reused' if fs.hit else 'built'} {fs.path}")
+    path = ctx.dir("features") / "manifest.json"
+    atomic.write_json(path, {"entries": manifest})
+    return _rel(ctx, path)
+
+
+def run_exits(ctx: Context) -> list[str]:
+    cfg, e, t = ctx.cfg, ctx.cfg.exits, ctx.cfg.thresholds
+    out = ctx.dir("exits")
+    d = cfg.data
+    ctx.cli("train-exits", *model_flags(cfg), *precision_flags(ctx), "--data", d.source, "--templates", d.templates,
+            *(["--classnames", d.classnames] if d.classnames else []),
+            *(["--train-data", d.train_source] if d.train_source else []),
+            *(["--gating-data", d.gating_source] if d.gating_source else []),
+            "--train-n", d.train_n, *(["--gating-n", d.gating_n] if d.gating_n else []),
+            "--gating-fraction", e.gating_fraction, "--seeds", e.seeds, "--epochs", e.epochs, "--lr", e.lr,
+            "--head-batch-size", e.head_batch_size, "--distill-weight", e.distill_weight, "--gate-l2", e.gate_l2,
+            *(["--exit-layers", e.exit_layers] if e.exit_layers else []),
+            "--profile", ctx.dir("profile") / "profile.json", "--kappa", e.kappa, "--viability", e.viability,
+            "--max-candidates", e.max_candidates, *runtime_flags(ctx), "--out", out)
+    ctx.cli("thresholds", "--policy", out, "--budget", t.budget, "--grid", t.grid,
+            *(["--with-heads"] if t.with_heads else []))
+    return _rel(ctx, out / "policy.json", out / "policy.safetensors", out / "gating.safetensors", out / "pareto.json")
+
+
+def run_trace(ctx: Context) -> list[str]:
+    cfg = ctx.cfg
+    out = ctx.dir("trace")
+    ctx.cli("exit-report", "--policy", ctx.dir("exits"), *model_flags(cfg), *precision_flags(ctx),
+            *data_flags(cfg, "eval", cfg.data.eval_n), *runtime_flags(ctx), "--out", out)
+    return _rel(ctx, out / "results.json", out / "trace.csv", out / "trace.meta.json", out / "pareto.png",
+                out / "exit_distribution.png", out / "cls_vs_ssa.png")
+
+
+def run_fixedpoint(ctx: Context) -> list[str]:
+    cfg = ctx.cfg
+    out = ctx.dir("fixedpoint")
+    ctx.cli("validate-exits", "--policy", ctx.dir("exits"), *model_flags(cfg), *precision_flags(ctx),
+            *data_flags(cfg, "eval", cfg.data.eval_n), *runtime_flags(ctx), "--target", cfg.fixedpoint.target,
+            "--out", out)
+    files = [out / "validate.json", out / "fixedpoint_spec.json"] + sorted(out.glob("*.png"))
+    return _rel(ctx, *files)
+
+
+def run_hls(ctx: Context) -> list[str]:
+    cfg, h = ctx.cfg, ctx.cfg.hls
+    out = ctx.dir("hls")
+    ctx.cli("hls", "--policy", ctx.dir("exits"), "--spec", ctx.dir("fixedpoint") / "fixedpoint_spec.json",
+            *model_flags(cfg), *precision_flags(ctx), *data_flags(cfg, "eval", cfg.data.eval_n), *runtime_flags(ctx),
+            "--backend", h.backend, "--part", h.part, "--clock-mhz", h.clock_mhz, "--vectors", h.vectors,
+            "--out", out)
+    return _rel(ctx, out / "hls_report.json")
+
+
+def run_hwsim(ctx: Context) -> list[str]:
+    """Replay the trace on the accelerator (exit unit cost from hls_report.json) and sweep the DSE
+    space over accelerator configs x the policy's Pareto threshold sets."""
+    cfg = ctx.cfg
+    out = ctx.dir("hwsim")
+    arch_src = Path(cfg.hwsim.arch) if cfg.hwsim.arch else HWSIM_CONFIGS / "arch.yaml"
+    arch = yaml.safe_load(arch_src.read_text())
+    arch.setdefault("exit_unit", {})["hls_report"] = "../hls/hls_report.json"  # relative to this file
+    arch_path = out / "arch.yaml"
+    atomic.write_text(arch_path, yaml.safe_dump(arch, sort_keys=False))
+    space_src = Path(cfg.hwsim.space) if cfg.hwsim.space else HWSIM_CONFIGS / "space.yaml"
+    space = yaml.safe_load(space_src.read_text())
+    space["base"] = "arch.yaml"  # relative to the space file
+    space_path = out / "space.yaml"
+    atomic.write_text(space_path, yaml.safe_dump(space, sort_keys=False))
+    trace = ctx.dir("trace") / "trace.csv"
+    ctx.cli("sim", "--arch", arch_path, "--trace", trace, "--out", out / "sim")
+    ctx.cli("dse", "--space", space_path, "--trace", trace, "--policies", ctx.dir("exits") / "pareto.json",
+            "--max-configs", cfg.hwsim.max_configs, "--workers", 2, "--out", out / "dse",
+            *([] if ctx.progress else ["--no-progress"]))
+    files = [p for p in sorted((out / "sim").iterdir()) + sorted((out / "dse").iterdir()) if p.is_file()]
+    return _rel(ctx, *files)
+
+
+def run_report(ctx: Context) -> list[str]:
+    from analysis.pipeline.report import write_report
+
+    return _rel(ctx, *write_report(ctx))
+
+
+def _s(*sections):
+    return lambda cfg: {s: getattr(cfg, s).model_dump() for s in sections}
+
+
+STAGE_LIST = [
+    Stage("model", (), _s("model"), run_model, "encoder weights and geometry"),
+    Stage("calibration", ("model",), _s("model", "precision", "data", "runtime"), run_calibration,
+          "calibrate the static INT8 recipe"),
+    Stage("profile", ("calibration",), _s("data"), run_profile, "QIRC noise profile vs FP32"),
+    Stage("features", ("calibration",), _s("data", "runtime"), run_features,
+          "feature cache of the train, gating and eval splits"),
+    Stage("exits", ("profile", "features"), _s("exits", "thresholds"), run_exits,
+          "exit heads, gates, candidate layers, LCT thresholds (every seed)"),
+    Stage("trace", ("exits",), lambda cfg: {}, run_trace, "eval split: exit trace, baselines, analyses"),
+    Stage("fixedpoint", ("exits",), _s("fixedpoint"), run_fixedpoint,
+          "fixed-point exit unit: width search and validation against the float policy"),
+    Stage("hls", ("fixedpoint",), _s("hls"), run_hls, "hls4ml exit blocks, C-simulation, resource estimates"),
+    Stage("hwsim", ("trace", "hls"), _s("hwsim"), run_hwsim, "systolic-array replay and DSE sweep"),
+    Stage("report", ("profile", "trace", "fixedpoint", "hls", "hwsim"), lambda cfg: {}, run_report,
+          "report.html and report.md"),
+]

@@ -1,0 +1,300 @@
+"""Validation of the bit-true fixed-point exit unit against the float LRA-EE policy (``lraee validate-exits``).
+
+Inputs: a policy folder (after ``lraee thresholds``; its seed-0 ``ssa-distill`` heads, learned
+gates and ``ssa-distill/learned`` thresholds), feature sets with exit-tap int8 tokens at the
+candidate layers (:mod:`analysis.features`), and a fixed-point spec, either given or found by
+the width search on the gating split.
+
+Three comparisons on the eval split, per candidate layer (all samples) and end to end (the routed
+system: first candidate whose comparator fires, else full depth with the INT8 model's own
+prediction):
+
+- ``arithmetic``: the fixed unit vs the float64 reference on the same int8 tokens
+  (:func:`exitlogic.fixedpoint.float_reference`): the fixed-point arithmetic alone.
+- ``float_policy``: the fixed unit vs the float policy exactly as ``lraee exit-report`` runs it
+  (float32 heads on the cached float SSA means, float SAV, sigmoid(gate) >= tau): arithmetic plus
+  the exit-tap quantization of the block output.
+- ``tap_only``: the float64 reference on int8 tokens vs the float policy: the tap quantization alone.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from analysis import atomic
+from analysis.errors import InputError
+from exitlogic.artifacts import MAIN_VARIANT
+from exitlogic.fixedpoint import ExitUnit, FixedPointSpec, default_spec, memory_bits, search_widths
+from exitlogic.fixedpoint import validate as V
+from exitlogic.fixedpoint.search import search_knobs
+
+SCHEMA = "lraee/validate-exits"
+SCHEMA_VERSION = 1
+SEED = 0
+TOP1_TOLERANCE_PP = 0.1
+SEARCH_SAFETY = 8.0
+SEARCH_ORDER = "memory"
+SPEC_FILE = "fixedpoint_spec.json"
+RESULT_FILE = "validate.json"
+HIST_FILES = {"arithmetic": "errors_arithmetic.png", "float_policy": "errors_float_policy.png"}
+WHAT = {
+    "arithmetic": "fixed-point unit vs the float64 reference on the same int8 tokens (arithmetic only)",
+    "float_policy": "fixed-point unit on int8 tokens vs the float policy of `lraee exit-report` on float "
+                    "features (arithmetic plus the exit-tap quantization)",
+    "tap_only": "float64 reference on int8 tokens vs the float policy on float features (the exit-tap "
+                "quantization alone)",
+}
+
+
+def policy_unit_params(policy) -> dict:
+    """{layer: ExitUnit parameter dict} of the seed-0 LRA-EE unit (refuses a policy without thresholds)."""
+    if policy.meta.get("thresholds") is None:
+        raise InputError(f"{policy.path / 'policy.json'}: thresholds: missing; run `lraee thresholds --policy "
+                         f"{policy.path}` first")
+    if SEED not in policy.seeds:
+        raise InputError(f"{policy.path / 'policy.json'}: seeds {policy.seeds}; allowed: a policy with seed {SEED}")
+    return {L: policy.layer_params(L, seed=SEED, variant=MAIN_VARIANT) for L in policy.candidate_layers}
+
+
+def make_unit(spec: FixedPointSpec, policy, params: dict) -> ExitUnit:
+    """The exit unit of ``policy`` under ``spec`` (hash checked; WidthError names the stage)."""
+    return ExitUnit(spec, params, policy.tensors["text_embeddings"], float(policy.meta["logit_scale"]),
+                    policy_sha256=policy.meta["policy_sha256"], policy_source=str(policy.path))
+
+
+def tap_tokens(fs, layers) -> dict:
+    """{layer: (q_int8 [n, N+1, d], token_scale)} from a feature set with exit-tap tokens."""
+    out = {}
+    for L in layers:
+        k = f"tokens_int8_L{L}"
+        if k not in fs.arrays:
+            raise InputError(f"{fs.path}: {k}: missing; allowed: a feature set built with exit-tap tokens")
+        out[L] = (fs[k], float(fs[f"token_scale_L{L}"][0]))
+    return out
+
+
+def float_policy_outputs(policy, fs, layers) -> dict:
+    """The float policy as ``lraee exit-report`` evaluates it (seed 0, ssa-distill, learned gate):
+    {layer: pred, conf, margin, sav, gate_logit, exit} on the float features of ``fs``."""
+    from exitlogic.gates import stack_features
+    from exitlogic.heads import head_outputs
+
+    text = policy.tensors["text_embeddings"]
+    ls = float(policy.meta["logit_scale"])
+    o = head_outputs(policy.heads(SEED, MAIN_VARIANT), fs["ssa_mean"], fs["labels"], text, ls)
+    taus = policy.thresholds(SEED, f"{MAIN_VARIANT}/learned")
+    out = {}
+    for L in layers:
+        i = o.at(L)
+        sav = np.asarray(fs["sav"][:, L - 1], np.float64)
+        f = stack_features(o.conf[:, i], o.margin[:, i], sav)
+        g = policy.gate(SEED, MAIN_VARIANT, L).logit(f)
+        score = 1.0 / (1.0 + np.exp(-g))
+        out[L] = {"pred": o.pred[:, i].astype(np.int64), "conf": o.conf[:, i], "margin": o.margin[:, i], "sav": sav,
+                  "gate_logit": g, "exit": score >= taus[L]}
+    return out
+
+
+def run_search(policy, params: dict, tokens: dict, full_pred: np.ndarray, target: float, start: FixedPointSpec | None,
+               safety: float = SEARCH_SAFETY, progress: bool = True, log=print) -> tuple[FixedPointSpec, dict]:
+    """Minimal widths on ``tokens`` (the gating split): start from ``start`` or the generous default
+    spec sized on these tokens; criterion ``route`` with ``safety`` on the estimated disagreement
+    rates (see :func:`exitlogic.fixedpoint.search_widths`)."""
+    from tqdm import tqdm
+
+    text = policy.tensors["text_embeddings"]
+    ls = float(policy.meta["logit_scale"])
+    sha = policy.meta["policy_sha256"]
+    t0 = time.time()
+    spec0 = start if start is not None else default_spec(params, text, ls, tokens, policy_sha256=sha)
+    spec0.policy_sha256 = sha
+    knobs = search_knobs(spec0, order=SEARCH_ORDER)
+    bar = tqdm(total=len(knobs), desc="width search", unit="knob", disable=not progress)
+
+    def tick(knob):
+        bar.set_postfix_str(knob)
+        bar.update(1)
+
+    try:
+        res = search_widths(spec0, params, text, ls, tokens, target=target, criterion="route", full_pred=full_pred,
+                            safety=safety, order=SEARCH_ORDER, progress=tick)
+    finally:
+        bar.close()
+    spec = res.spec
+    spec.policy_sha256 = sha
+    spec.source = None
+    unit = make_unit(spec, policy, params)
+    fixed = V.run_unit(unit, tokens)
+    ref = V.run_reference(unit, tokens)
+    thr = {L: unit.layers[L]["logit_tau"] for L in tokens}
+    final = V.agreement_stats(fixed, ref, sorted(tokens), full_pred, thr)
+    final = {k: ({str(L): x for L, x in v.items()} if isinstance(v, dict) else v) for k, v in final.items()}
+    rec = {"split": "gating", "n": int(len(full_pred)), "target": target, "criterion": "route", "safety": safety,
+           "order": SEARCH_ORDER,
+           "rule": "greedy per knob, most stored bits first (word length W with I kept, LUT sizes, seed-table bits, "
+                   "Newton steps), binary search for the smallest value with: every layer's and the routed "
+                   "exit-decision disagreement <= 1 - target (observed), safety x the estimated disagreement rates "
+                   "<= 1 - target, routed-outcome agreement >= target; on the gating split",
+           "start": "given spec" if start is not None else "generous default (default_spec)",
+           "start_score": {"exit": res.start_exit_agreement, "outcome": res.start_pred_agreement},
+           "score": {"exit": res.exit_agreement, "outcome": res.pred_agreement},
+           "final_on_search_split": final,
+           "evaluations": res.evaluations, "seconds": round(time.time() - t0, 1),
+           "steps": res.steps, "memory_bits_start": res.memory_start}
+    log(f"width search on the gating split ({len(full_pred)} images, {res.evaluations} evaluations, "
+        f"{rec['seconds']} s): routed exit agreement {100 * final['route_exit_agreement']:.2f}% (estimated "
+        f"disagreement {100 * final['route_disagreement_estimate']:.3f}%), outcome agreement "
+        f"{100 * final['outcome_agreement']:.2f}%; memory {res.memory_start['total_bits']} -> "
+        f"{res.memory['total_bits']} bits")
+    return spec, rec
+
+
+def _compare(fixed: dict, ref: dict, layers, full_pred, labels, thr: dict) -> dict:
+    per_layer = {str(L): V.compare_layer(fixed[L], ref[L]) for L in layers}
+    e2e = V.compare_routes(V.routed(fixed, layers, full_pred), V.routed(ref, layers, full_pred), labels, layers)
+    st = V.agreement_stats(fixed, ref, layers, full_pred, thr)
+    for L in layers:
+        per_layer[str(L)]["exit_disagreement_estimate"] = st["layer_disagreement_estimate"][L]
+    e2e["exit_disagreement_estimate"] = st["route_disagreement_estimate"]
+    return {"per_layer": per_layer, "end_to_end": e2e}
+
+
+def _met(comp: dict, target: float) -> dict:
+    e = comp["end_to_end"]
+    layer_ok = {L: r["exit_agreement"] >= target for L, r in comp["per_layer"].items()}
+    return {"per_layer_exit_agreement": layer_ok,
+            "end_to_end_exit_agreement": e["exit_agreement"] >= target,
+            "top1_within_tolerance": abs(e["top1_delta_pp"]) <= TOP1_TOLERANCE_PP + 1e-9,
+            "all": all(layer_ok.values()) and e["exit_agreement"] >= target
+            and abs(e["top1_delta_pp"]) <= TOP1_TOLERANCE_PP + 1e-9}
+
+
+def validate(policy, spec: FixedPointSpec, eval_fs, target: float, tap_meta: dict, search_rec: dict | None = None,
+             spec_origin: str = "search", log=print) -> tuple[dict, dict]:
+    """All three comparisons on ``eval_fs``; returns (validate.json's dict, histogram data)."""
+    layers = policy.candidate_layers
+    params = policy_unit_params(policy)
+    unit = make_unit(spec, policy, params)
+    tokens = tap_tokens(eval_fs, layers)
+    labels = np.asarray(eval_fs["labels"], np.int64)
+    full_pred = np.asarray(eval_fs["top5"][:, 0], np.int64)
+    t0 = time.time()
+    fixed = V.run_unit(unit, tokens)
+    t_fixed = time.time() - t0
+    ref = V.run_reference(unit, tokens)
+    flt = float_policy_outputs(policy, eval_fs, layers)
+    thr = {L: unit.layers[L]["logit_tau"] for L in layers}
+    comps = {"arithmetic": _compare(fixed, ref, layers, full_pred, labels, thr),
+             "float_policy": _compare(fixed, flt, layers, full_pred, labels, thr),
+             "tap_only": _compare(ref, flt, layers, full_pred, labels, thr)}
+    for k, c in comps.items():
+        c["what"] = WHAT[k]
+        if k != "tap_only":
+            c["targets_met"] = _met(c, target)
+    e2e_float = comps["float_policy"]["end_to_end"]
+    taus = {str(L): float(params[L]["tau"]) for L in layers}
+    sat = {str(L): float(np.mean(np.abs(tokens[L][0].astype(np.int16)) >= 127)) for L in layers}
+    result = {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "policy": {"path": str(policy.path), "policy_sha256": policy.meta["policy_sha256"], "seed": SEED,
+                   "heads": MAIN_VARIANT, "gate": f"{MAIN_VARIANT}/learned", "thresholds": taus},
+        "model": policy.meta.get("model"), "precision": policy.meta.get("precision"),
+        "data": {"eval": eval_fs.meta["dataset"], "n_eval": int(len(labels)),
+                 "search": None if search_rec is None else search_rec.get("data")},
+        "candidate_layers": list(layers),
+        "target": {"exit_agreement": target, "top1_delta_pp": TOP1_TOLERANCE_PP},
+        "tap": {**tap_meta, "saturated_fraction_eval": sat},
+        "spec": {"file": spec_origin, "policy_sha256": spec.policy_sha256,
+                 "formats": {n: f.ap_type() for n, f in spec.formats.items()},
+                 "luts": {n: {"range": v.range, "entries": v.entries} for n, v in spec.luts.items()},
+                 "units": {n: {"lut_bits": u.lut_bits, "newton_steps": u.newton_steps} for n, u in spec.units.items()}},
+        "memory_bits": memory_bits(spec, len(layers)),
+        "search": search_rec,
+        "int8_top1": float(np.mean(full_pred == labels)),
+        "float_policy_top1": e2e_float["top1_ref"],
+        "fixed_top1": e2e_float["top1_fixed"],
+        "comparisons": comps,
+        "report_rows": report_rows(comps),
+        "overflow": {str(L): V.overflow_summary(fixed[L]) for L in layers},
+        "seconds_fixed_unit": round(t_fixed, 2),
+    }
+    hist = {k: {L: {q: V.errors(fixed[L], (ref if k == "arithmetic" else flt)[L], q) for q in V.QUANTITIES}
+                for L in layers} for k in HIST_FILES}
+    return result, hist
+
+
+def report_rows(comps: dict) -> list[list[str]]:
+    """Rows [scope, exit-decision agreement, top-1 fixed %, top-1 reference %] for reports."""
+    rows = []
+    for k, label in (("arithmetic", "(a) vs float64 on int8 tokens"), ("float_policy", "(b) vs float policy"),
+                     ("tap_only", "tap quantization alone")):
+        c = comps[k]
+        for L, r in c["per_layer"].items():
+            rows.append([f"{label}, layer {L}", f"{100 * r['exit_agreement']:.2f} %", "", ""])
+        e = c["end_to_end"]
+        rows.append([f"{label}, end to end", f"{100 * e['exit_agreement']:.2f} %", f"{100 * e['top1_fixed']:.2f}",
+                     f"{100 * e['top1_ref']:.2f}"])
+    return rows
+
+
+def plot_error_histograms(hist: dict, title: str, path: Path) -> None:
+    """2 x 2 histograms (conf, margin, SAV, gate logit) of the signed error fixed - ref, one line per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(8.0, 5.6))
+    for ax, q in zip(axes.ravel(), V.QUANTITIES):
+        for L, errs in hist.items():
+            e = errs[q]
+            lim = float(np.max(np.abs(e))) if e.size else 0.0
+            lim = lim if lim > 0 else 1e-12
+            ax.hist(e, bins=61, range=(-lim, lim), histtype="step", lw=1.2, label=f"L{L} (max {lim:.2g})")
+        ax.set_yscale("log")
+        ax.set_title(f"{q}: fixed - ref", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_outputs(out: Path, result: dict, hist: dict, spec: FixedPointSpec | None) -> list[Path]:
+    """Write (atomically) the spec (when searched), the histogram PNGs and validate.json (last)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if spec is not None:
+        spec.save(out / SPEC_FILE)
+        written.append(out / SPEC_FILE)
+    for k, name in HIST_FILES.items():
+        title = (f"{result['model']} {result['precision']}, {result['data']['eval']} (n={result['data']['n_eval']}): "
+                 f"{k.replace('_', ' ')}")
+        with atomic.atomic_path(out / name) as tmp:
+            plot_error_histograms(hist[k], title, tmp)
+        written.append(out / name)
+    atomic.write_json(out / RESULT_FILE, result)
+    written.append(out / RESULT_FILE)
+    return written
+
+
+def summary_lines(result: dict) -> list[str]:
+    """Human-readable summary (the command prints it)."""
+    lines = []
+    for k in ("arithmetic", "float_policy", "tap_only"):
+        c = result["comparisons"][k]
+        e = c["end_to_end"]
+        per = " ".join(f"L{L} {100 * r['exit_agreement']:.2f}%" for L, r in c["per_layer"].items())
+        met = c.get("targets_met", {}).get("all")
+        tag = "" if met is None else ("  [targets met]" if met else "  [TARGETS NOT MET]")
+        lines.append(f"{k:<13} exit agreement {per} | end to end {100 * e['exit_agreement']:.2f}% "
+                     f"({e['exit_disagreements']} of {e['n']}), top-1 {100 * e['top1_fixed']:.2f}% vs "
+                     f"{100 * e['top1_ref']:.2f}% ({e['top1_delta_pp']:+.2f} pp){tag}")
+    m = result["memory_bits"]
+    ov = sum(v["total"] for v in result["overflow"].values())
+    lines.append(f"memory: weights {m['weights_bits']} bits, LUTs {m['lut_bits']} bits, total {m['total_bits']} bits; "
+                 f"overflow events on eval: {ov}")
+    return lines

@@ -1,0 +1,279 @@
+"""Generate, compile and C-simulate the exit blocks of a policy; write ``hls_report.json``.
+
+``hls_report.json`` (schema ``lraee/hls-report`` version 1)::
+
+    {
+      "schema": "lraee/hls-report", "version": 1,
+      "latency_cycles": int, "interval_cycles": int,     # the exit unit hwsim charges (gate blocks, worst layer)
+      "exit_unit": {"blocks": [...], "latency_cycles", "interval_cycles", "dsp", "bram_18k", "lut", "ff"},
+      "head": {"latency_cycles", "interval_cycles", ...},  # the worst SSA head block (hwsim maps heads on the array)
+      "backend", "part", "clock_period_ns", "clock_mhz", "io_type", "policy_sha256", "spec": {path, sha, source},
+      "vectors": {"source", "n", "files", "scale_exp"},
+      "blocks": {"head_L9": {"kind", "layer", "project_dir", "project_name", "csim": {"vectors", "exact_match",
+                 "mismatches", "exit_match" (gate), "float_error": {...}}, "timing_s": {"generate", "compile"},
+                 "estimate": {dsp, bram_18k, lut, ff, latency_cycles, interval_cycles, latency_ns, layers}}},
+      "formulas": {...}, "synthesis": {"available": bool, "how": str}
+    }
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from analysis.atomic import write_json
+from analysis.errors import InputError
+
+from .blocks import BLOCKS, BlockOptions, convert, gate_block, head_block
+from .estimate import FORMULAS, block_estimate
+
+SCHEMA = "lraee/hls-report"
+VERSION = 1
+TB_VECTORS = 100  # vectors written to each project's tb_data/ for the vendor C-simulation
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path`` resolved, refused unless it lies inside ``root`` (no user-derived path escapes --out)."""
+    r, p = Path(root).resolve(), Path(path).resolve()
+    if p != r and r not in p.parents:
+        raise InputError(f"{path}: resolves outside the output folder {root}; allowed: names inside --out")
+    return p
+
+
+def synthesis_tools() -> dict:
+    found = {t: shutil.which(t) for t in ("vitis_hls", "vivado_hls", "vivado")}
+    have = {k: v for k, v in found.items() if v}
+    return {"available": bool(have), "tools": have,
+            "how": "run `vitis_hls -f build_prj.tcl` (Vitis backend) or `vivado_hls -f build_prj.tcl` (Vivado "
+                   "backend) in a block's folder, or hls_model.build(csim=False, synth=True) from Python"}
+
+
+def _gate_inputs(res: dict, fm: dict) -> np.ndarray:
+    I = res["intermediates"]  # noqa: E741
+    cols = [np.ldexp(I[k][0].astype(np.float64), -fm[k].F) for k in ("conf.out", "margin.out", "sav.out")]
+    return np.ascontiguousarray(np.stack(cols, axis=1))
+
+
+def testbench(kind: str, unit, q: np.ndarray, ref: dict, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` C-simulation vectors and the fixed-point model's outputs (the vendor csim test bench)."""
+    fm = unit.spec.formats
+    if kind == "head":
+        x = q[:n].reshape(min(n, q.shape[0]), -1).astype(np.float64)
+        y = np.ldexp(ref["intermediates"]["fc2.out"][0][:n].astype(np.float64), -fm["fc2.out"].F)
+        return x, y
+    x = _gate_inputs(ref, fm)[:n]
+    g = np.ldexp(ref["intermediates"]["gate.out"][0][:n].astype(np.float64), -fm["gate.out"].F)
+    return x, np.stack([g, ref["exit"][:n].astype(np.float64)], axis=1)
+
+
+def check_exact_decodable(fmt, what: str) -> None:
+    if fmt.W > 53:
+        raise InputError(f"{what} format {fmt} is wider than 53 bits: its values do not pass through float64 "
+                         "exactly, so the C-simulation cannot be compared bit for bit; narrow it in the spec")
+
+
+def csim_block(hm, kind: str, unit, layer: int, q: np.ndarray, scale: float, ref: dict, fref: dict) -> dict:
+    """C-simulate ``hm`` on the vectors and compare with the fixed-point model (codes) and the float reference."""
+    fm = unit.spec.formats
+    n = q.shape[0]
+    if kind == "head":
+        x = np.ascontiguousarray(q.reshape(n, -1).astype(np.float64))
+        fo = fm["fc2.out"]
+        check_exact_decodable(fo, "fc2.out")
+        y = np.asarray(hm.predict(x), np.float64).reshape(n, -1)
+        want = ref["intermediates"]["fc2.out"][0]
+        got = np.rint(np.ldexp(y, fo.F)).astype(np.int64)
+        on_grid = bool(np.all(np.ldexp(got.astype(np.float64), -fo.F) == y))
+        eq = np.all(got == want, axis=1) & on_grid
+        h_float = np.asarray(fref["values"]["fc2.out"], np.float64)
+        err = np.abs(y - h_float)
+        out = {"vectors": int(n), "output": "h = fc2.out", "exact_match": float(np.mean(eq)),
+               "mismatches": int(np.sum(~eq)), "elements_exact": float(np.mean((got == want))),
+               "float_error": {"what": "h (fixed, C-sim) vs float64 reference head output",
+                               "max_abs": float(err.max()), "mean_abs": float(err.mean()),
+                               "rel_rms": float(np.sqrt(np.mean(err ** 2)) / max(np.sqrt(np.mean(h_float ** 2)), 1e-30))}}
+        return out
+    x = _gate_inputs(ref, fm)
+    fg = fm["gate.out"]
+    y = np.asarray(hm.predict(x), np.float64).reshape(n, -1)
+    g_codes = np.rint(np.ldexp(y[:, 0], fg.F)).astype(np.int64)
+    want_g = ref["intermediates"]["gate.out"][0]
+    exit_hls = y[:, 1] == 1.0
+    eq = (g_codes == want_g) & (np.ldexp(g_codes.astype(np.float64), -fg.F) == y[:, 0]) & \
+        (exit_hls == ref["exit"]) & ((y[:, 1] == 0.0) | (y[:, 1] == 1.0))
+    err = np.abs(y[:, 0] - fref["gate_logit"])
+    return {"vectors": int(n), "output": "[g = gate.out, exit bit]", "exact_match": float(np.mean(eq)),
+            "mismatches": int(np.sum(~eq)), "exit_match": float(np.mean(exit_hls == ref["exit"])),
+            "exit_rate": float(np.mean(exit_hls)),
+            "float_error": {"what": "gate logit (fixed, C-sim) vs float64 reference on the same tokens",
+                            "max_abs": float(err.max()), "mean_abs": float(err.mean()),
+                            "exit_agreement_vs_float": float(np.mean(exit_hls == fref["exit"]))}}
+
+
+def build_spec(policy, vectors, spec_path: Path | None, log=print):
+    """The spec: ``spec_path`` (refused when sized for another policy) or a default spec from the vectors."""
+    from exitlogic.fixedpoint import FixedPointSpec, default_spec
+
+    sha = policy.meta["policy_sha256"]
+    if spec_path is not None:
+        spec = FixedPointSpec.load(spec_path, policy_sha256=sha, policy_source=str(policy.path))
+        if spec.policy_sha256 is None:
+            log(f"note: {spec_path} records no policy hash; it cannot be checked against {policy.path}")
+        return spec, {"source": "file", "path": str(spec_path)}
+    layers = sorted(vectors.tokens)
+    params = {L: policy.layer_params(L) for L in layers}
+    samples = {L: (vectors.tokens[L], vectors.scale(L)) for L in layers}
+    spec = default_spec(params, policy.tensors["text_embeddings"], float(policy.meta["logit_scale"]), samples,
+                        policy_sha256=sha)
+    return spec, {"source": "default_spec", "sized_on": f"{vectors.source} vectors"}
+
+
+def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[int] | None = None,
+        blocks: tuple = BLOCKS, opts: BlockOptions | None = None, compile: bool = True, log=print,
+        keep: dict | None = None) -> dict:
+    """Generate every (block, layer) project under ``out``, compile and C-simulate; write hls_report.json.
+
+    ``keep`` (a dict) receives the exit unit (``"unit"``) and the compiled hls4ml models by block name."""
+    from exitlogic.fixedpoint import ExitUnit
+
+    opts = (opts or BlockOptions()).validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    cand = policy.candidate_layers
+    layers = list(cand) if not layers else [int(L) for L in layers]
+    bad = [L for L in layers if L not in cand]
+    if bad:
+        raise InputError(f"--layers {bad}: not candidate layers of {policy.path}; allowed: {cand}")
+    missing = [L for L in layers if L not in vectors.tokens]
+    if missing:
+        raise InputError(f"no input vectors for layers {missing}")
+    bad_blocks = [b for b in blocks if b not in BLOCKS]
+    if bad_blocks or not blocks:
+        raise InputError(f"--blocks {list(blocks)}; allowed: {', '.join(BLOCKS)}")
+    if policy.meta.get("thresholds") is None and "gate" in blocks:
+        raise InputError(f"{policy.path / 'policy.json'}: thresholds: missing; run `lraee thresholds --policy "
+                         f"{policy.path}` first")
+
+    spec, spec_info = build_spec(policy, vectors, spec_path, log)
+    sha = policy.meta["policy_sha256"]
+    params = {L: policy.layer_params(L) for L in layers}
+    text, ls = policy.tensors["text_embeddings"], float(policy.meta["logit_scale"])
+    unit = ExitUnit(spec, params, text, ls, policy_sha256=sha, policy_source=str(policy.path))
+    if keep is not None:
+        keep["unit"] = unit
+    spec_file = inside(out, out / "fixedpoint_spec.json")
+    spec.save(spec_file)
+    spec_info["written"] = str(spec_file)
+    spec_info["sha256"] = hashlib.sha256(spec_file.read_bytes()).hexdigest()
+
+    report = {"schema": SCHEMA, "version": VERSION, "policy": str(policy.path), "policy_sha256": sha,
+              "backend": opts.backend, "part": opts.part, "clock_period_ns": float(opts.clock_period_ns),
+              "clock_mhz": 1000.0 / float(opts.clock_period_ns), "io_type": opts.io_type, "project": opts.project,
+              "spec": spec_info,
+              "vectors": {"source": vectors.source, "files": vectors.files,
+                          "n": {str(L): int(vectors.tokens[L].shape[0]) for L in layers},
+                          "scale_exp": {str(L): int(vectors.scale_exp[L]) for L in layers}},
+              "blocks": {}, "formulas": FORMULAS, "synthesis": synthesis_tools()}
+    for L in layers:
+        q, s = vectors.tokens[L], vectors.scale(L)
+        ref = unit.run(L, q, s, keep=True)
+        fref = unit.float_reference(L, q, s, intermediates=True)
+        for kind in blocks:
+            t0 = time.time()
+            bd = head_block(unit, L, vectors.scale_exp[L], opts) if kind == "head" else gate_block(unit, L, opts)
+            pdir = inside(out, out / bd.name)
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                hm = convert(bd, pdir, opts, testbench=testbench(kind, unit, q, ref, TB_VECTORS))
+            t_gen = time.time() - t0
+            entry = {"kind": kind, "layer": int(L), "project_dir": str(pdir),
+                     "project_name": f"{opts.project}_{bd.name}", "timing_s": {"generate": round(t_gen, 3)}}
+            style = str(hm.config.pipeline_style or "dataflow").lower()
+            entry["estimate"] = block_estimate(bd.layer_info, style, opts.clock_period_ns)
+            entry["hls4ml_layers"] = {n: {"class": i["class"], "custom": bool(i.get("custom")),
+                                          "out": i["out_fmt"], "reuse_factor": i.get("reuse_factor"),
+                                          "strategy": i.get("strategy")} for n, i in bd.layer_info.items()}
+            if compile:
+                t1 = time.time()
+                try:
+                    with contextlib.redirect_stdout(buf):
+                        hm.compile()
+                except Exception as exc:  # g++ output is in hls4ml's printout: keep it for the user
+                    (pdir / "hls4ml_log.txt").write_text(buf.getvalue())
+                    raise RuntimeError(f"{bd.name}: hls4ml compile failed ({exc}); compiler output in "
+                                       f"{pdir / 'hls4ml_log.txt'}") from exc
+                entry["timing_s"]["compile"] = round(time.time() - t1, 3)
+                t2 = time.time()
+                with contextlib.redirect_stdout(buf):
+                    entry["csim"] = csim_block(hm, kind, unit, L, q, s, ref, fref)
+                entry["timing_s"]["csim"] = round(time.time() - t2, 3)
+                c = entry["csim"]
+                log(f"{bd.name}: generate {t_gen:.1f} s, compile {entry['timing_s']['compile']:.1f} s, C-sim "
+                    f"{c['vectors']} vectors: exact {c['exact_match']:.4f}"
+                    + (f", exit decisions {c['exit_match']:.4f}" if kind == "gate" else "")
+                    + f"; est. {entry['estimate']['dsp']} DSP, {entry['estimate']['bram_18k']} BRAM_18K, "
+                      f"{entry['estimate']['latency_cycles']} cycles (II {entry['estimate']['interval_cycles']})")
+            else:
+                log(f"{bd.name}: generated in {t_gen:.1f} s (not compiled)")
+            (pdir / "hls4ml_log.txt").write_text(buf.getvalue())
+            report["blocks"][bd.name] = entry
+            if keep is not None:
+                keep[bd.name] = hm
+            del hm
+    _summaries(report)
+    write_json(inside(out, out / "hls_report.json"), report)
+    syn = report["synthesis"]
+    log(f"wrote {len(report['blocks'])} projects and {out / 'hls_report.json'}")
+    if not syn["available"]:
+        log("synthesis needs Vitis HLS or Vivado HLS (vitis_hls / vivado_hls), which this machine lacks; "
+            + syn["how"])
+    return report
+
+
+def _summaries(report: dict) -> None:
+    def agg(kind):
+        bl = [b for b in report["blocks"].values() if b["kind"] == kind]
+        if not bl:
+            return None
+        worst = max(bl, key=lambda b: b["estimate"]["latency_cycles"])
+        out = {"blocks": sorted(n for n, b in report["blocks"].items() if b["kind"] == kind),
+               "latency_cycles": int(worst["estimate"]["latency_cycles"]),
+               "interval_cycles": int(max(b["estimate"]["interval_cycles"] for b in bl)),
+               "latency_ns": float(worst["estimate"]["latency_ns"])}
+        for k in ("dsp", "bram_18k", "lut", "ff"):
+            out[f"{k}_per_block_max"] = int(max(b["estimate"][k] for b in bl))
+            out[f"{k}_all_blocks"] = int(sum(b["estimate"][k] for b in bl))
+        cs = [b["csim"] for b in bl if "csim" in b]
+        if cs:
+            out["csim_vectors"] = int(sum(c["vectors"] for c in cs))
+            out["exact_match"] = float(min(c["exact_match"] for c in cs))
+        return out
+
+    gate, head = agg("gate"), agg("head")
+    if gate:
+        report["exit_unit"] = gate
+        report["latency_cycles"] = gate["latency_cycles"]
+        report["interval_cycles"] = gate["interval_cycles"]
+    if head:
+        report["head"] = head
+        if not gate:
+            report["latency_cycles"] = head["latency_cycles"]
+            report["interval_cycles"] = head["interval_cycles"]
+    cs = [b["csim"]["exact_match"] for b in report["blocks"].values() if "csim" in b]
+    report["exact_match"] = float(min(cs)) if cs else None
+
+
+def load_report(path: Path) -> dict:
+    d = json.loads(Path(path).read_text())
+    if d.get("schema") != SCHEMA:
+        raise InputError(f"{path}: schema {d.get('schema')!r}; allowed: {SCHEMA!r}")
+    return d
+
