@@ -29,7 +29,7 @@ def run(args) -> int:
     from analysis.data.sources import open_source
     from analysis.errors import InputError
     from analysis.exits import exit_report
-    from analysis.features import DEFAULT_CACHE_DIR, get_features
+    from analysis.features import DEFAULT_CACHE_DIR, TokenTap, get_features
     from analysis.templates import resolve_templates
     from exitlogic.artifacts import check_key, load_policy
     from quant.prepare import prepare_recipe
@@ -48,7 +48,9 @@ def run(args) -> int:
     prepared = prepare_from_args(args, enc, recipe)
     kw = dict(cache_dir=args.cache_dir or DEFAULT_CACHE_DIR, batch_size=args.batch_size, device=args.device,
               progress=not args.no_progress)
-    fs = get_features(enc, source, prepared, tname, templates, **kw)
+    tap = policy.meta.get("exit_tap")
+    exit_tap = TokenTap.from_descriptor(tap) if tap else None  # decide on what the exit unit reads
+    fs = get_features(enc, source, prepared, tname, templates, exit_tap=exit_tap, **kw)
     check_key(policy, fs.meta["key"], str(fs.path))
     fp = get_features(enc, source, prepare_recipe(enc, "fp32"), tname, templates, **kw)
     res = exit_report(policy, fs, fp, out)

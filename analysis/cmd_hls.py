@@ -102,7 +102,7 @@ def extract_tap_vectors(args, policy, layers: list[int], n: int):
     """Run the backbone: exit-tap scales on the calibration split, int8 tokens of ``layers`` on --data/--split."""
     from analysis.cli_common import load_encoder_from_args, prepare_from_args, recipe_from_args
     from analysis.data.sources import open_source
-    from analysis.features import DEFAULT_CACHE_DIR, TAP_CALIB_N, calibrate_token_tap, get_features
+    from analysis.features import DEFAULT_CACHE_DIR, TAP_CALIB_N, TokenTap, calibrate_token_tap, get_features
     from analysis.templates import resolve_templates
     from exitlogic.artifacts import check_key
     from hls.vectors import vectors_from_file
@@ -115,8 +115,13 @@ def extract_tap_vectors(args, policy, layers: list[int], n: int):
     prepared = prepare_from_args(args, enc, recipe)
     kw = dict(cache_dir=args.cache_dir or DEFAULT_CACHE_DIR, batch_size=args.batch_size, device=args.device,
               progress=not args.no_progress)
-    tap = calibrate_token_tap(enc, prepared, calib, layers, **kw)
-    fs = get_features(enc, source, prepared, tname, templates, tokens=tap, **kw)
+    exit_tap = None
+    if policy.meta.get("exit_tap"):  # the policy's own exit-tap scales
+        exit_tap = TokenTap.from_descriptor(policy.meta["exit_tap"])
+        tap = TokenTap.from_descriptor(policy.meta["exit_tap"], layers)
+    else:
+        tap = calibrate_token_tap(enc, prepared, calib, layers, **kw)
+    fs = get_features(enc, source, prepared, tname, templates, tokens=tap, exit_tap=exit_tap, **kw)
     check_key(policy, fs.meta["key"], str(fs.path))
     return vectors_from_file(fs.path, layers, n)
 

@@ -43,6 +43,9 @@ def register(sub) -> None:
     c.add_argument("--viability", type=float, default=0.9,
                    help="pool: heads with gating top-1 >= VIABILITY x the INT8 model's (default 0.9)")
     c.add_argument("--max-candidates", type=int, default=3, help="deepest survivors kept (default 3)")
+    p.add_argument("--no-exit-tap", action="store_true",
+                   help="train and decide on the float block outputs instead of the int8 exit-tap tokens the "
+                        "fixed-point exit unit reads (default: exit-tap tokens, scales calibrated per block)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="policy folder")
     p.set_defaults(func=run)
 
@@ -95,7 +98,7 @@ def run(args) -> int:
     from analysis.data.sources import open_source
     from analysis.errors import InputError
     from analysis.exits import train_exits
-    from analysis.features import DEFAULT_CACHE_DIR, get_features
+    from analysis.features import DEFAULT_CACHE_DIR, TAP_CALIB_N, calibrate_token_tap, get_features
     from analysis.templates import resolve_templates
     from exitlogic.heads import HeadTrainConfig
     from quant.prepare import prepare_recipe
@@ -119,9 +122,13 @@ def run(args) -> int:
     prepared = prepare_from_args(args, enc, recipe)
     cache = args.cache_dir or DEFAULT_CACHE_DIR
     kw = dict(cache_dir=cache, batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
-    train_fs = get_features(enc, train_src, prepared, tname, templates, **kw)
+    exit_tap = None
+    if not args.no_exit_tap:  # the exit features are those of the int8 tokens the exit unit reads
+        calib = open_source(args.calib_data or args.data, "calibration", TAP_CALIB_N, args.classnames)
+        exit_tap = calibrate_token_tap(enc, prepared, calib, range(1, enc.geometry.depth + 1), **kw)
+    train_fs = get_features(enc, train_src, prepared, tname, templates, exit_tap=exit_tap, **kw)
     teacher_fs = get_features(enc, train_src, prepare_recipe(enc, "fp32"), tname, templates, **kw)
-    gating_fs = get_features(enc, gating_src, prepared, tname, templates, **kw)
+    gating_fs = get_features(enc, gating_src, prepared, tname, templates, exit_tap=exit_tap, **kw)
     print(f"features ready in {time.time() - t0:.1f} s (train {len(train_src)}, gating {len(gating_src)})")
     inr = None
     if exit_layers is None:
@@ -133,7 +140,8 @@ def run(args) -> int:
                           distill_weight=args.distill_weight)
     provenance = {"model": enc.name, "pretrained": enc.pretrained, "precision": recipe.name,
                   "recipe": prepared.descriptor(), "calibration_file": prepared.calibration_path,
-                  "templates": tname}
+                  "templates": tname, "exit_tap": None if exit_tap is None else {
+                      **exit_tap.descriptor(), "quantization_point": exit_tap.QUANTIZATION_POINT}}
     meta = train_exits(train_fs, teacher_fs, gating_fs, enc.geometry, out, list(range(args.seeds)), cfg, inr,
                        exit_layers, args.kappa, args.viability, args.max_candidates, args.gating_fraction,
                        args.gate_l2, provenance, device=args.device, progress=not args.no_progress)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
+from analysis.validate_exits import SEARCH_SAFETY
 
 
 def register(sub) -> None:
@@ -34,10 +35,10 @@ def register(sub) -> None:
     f.add_argument("--target", type=float, default=0.999,
                    help="agreement target of the search: every layer's and the routed exit-decision agreement and "
                         "the routed-outcome agreement (default 0.999)")
-    f.add_argument("--search-safety", type=float, default=8.0,
+    f.add_argument("--search-safety", type=float, default=SEARCH_SAFETY,
                    help="the search also keeps SAFETY x the estimated disagreement rate (each sample's flip "
                         "probability under the observed gate-logit error distribution) within 1 - target, so the "
-                        "widths hold beyond the search split (default 8; 1 = no margin)")
+                        "widths hold beyond the search split (default %(default)s; 1 = no margin)")
     f.add_argument("--gating-data", default=None, help="search images (default: --data, procedural split gating)")
     f.add_argument("--gating-n", type=int, default=None, help="search images (default: the whole gating split)")
     t = p.add_argument_group("exit-tap quantizer (block output -> int8)")
@@ -54,7 +55,7 @@ def run(args) -> int:
 
     from analysis.data.sources import open_source
     from analysis.errors import InputError
-    from analysis.features import DEFAULT_CACHE_DIR, calibrate_token_tap, get_features
+    from analysis.features import DEFAULT_CACHE_DIR, TokenTap, calibrate_token_tap, get_features
     from analysis.templates import resolve_templates
     from analysis.validate_exits import (make_unit, policy_unit_params, run_search, summary_lines, tap_tokens,
                                          validate, write_outputs)
@@ -98,20 +99,25 @@ def run(args) -> int:
     progress = not args.no_progress
     kw = dict(cache_dir=cache, batch_size=args.batch_size, device=args.device, progress=progress)
     layers = policy.candidate_layers
-    tap = calibrate_token_tap(enc, prepared, calib_src, layers, args.tap_percentile, args.batch_size, args.device,
-                              progress, cache)
+    exit_tap = None
+    if policy.meta.get("exit_tap"):  # the policy decides on the exit-tap tokens: same scales, same features
+        exit_tap = TokenTap.from_descriptor(policy.meta["exit_tap"])
+        tap = TokenTap.from_descriptor(policy.meta["exit_tap"], layers)
+    else:
+        tap = calibrate_token_tap(enc, prepared, calib_src, layers, args.tap_percentile, args.batch_size,
+                                  args.device, progress, cache)
     tap_meta = {"quantization_point": tap.QUANTIZATION_POINT, **tap.descriptor(),
                 "scales": {str(L): tap.scale(L) for L in layers}}
     print("exit-tap scales: " + ", ".join(f"L{L} 2^{tap.exponents[L]}" for L in layers), file=sys.stderr)
     search_rec, spec = None, given
     if search:
-        gfs = get_features(enc, gating_src, prepared, tname, templates, tokens=tap, **kw)
+        gfs = get_features(enc, gating_src, prepared, tname, templates, tokens=tap, exit_tap=exit_tap, **kw)
         check_key(policy, gfs.meta["key"], str(gfs.path))
         spec, search_rec = run_search(policy, params, tap_tokens(gfs, layers), gfs["top5"][:, 0], args.target, given,
                                       safety=args.search_safety, progress=progress,
                                       log=lambda m: print(m, file=sys.stderr))
         search_rec["data"] = gfs.meta["dataset"]
-    efs = get_features(enc, eval_src, prepared, tname, templates, tokens=tap, **kw)
+    efs = get_features(enc, eval_src, prepared, tname, templates, tokens=tap, exit_tap=exit_tap, **kw)
     check_key(policy, efs.meta["key"], str(efs.path))
     origin = str(out / "fixedpoint_spec.json") if search else str(args.spec)
     result, hist = validate(policy, spec, efs, args.target, tap_meta, search_rec, origin)

@@ -141,8 +141,11 @@ def train_exits(train_fs, teacher_fs, gating_fs, geometry: EncoderGeometry, out:
 
 
 # ---- 2. thresholds -------------------------------------------------------------------------
-def choose_thresholds(policy, budget: float, grid: np.ndarray, with_heads: bool = False) -> dict:
-    """LCT for every seed and policy; writes thresholds into policy.json and ``pareto.json``."""
+def choose_thresholds(policy, budget: float, grid: np.ndarray, with_heads: bool = False, log=print) -> dict:
+    """LCT for every seed and policy; writes thresholds into policy.json and ``pareto.json``.
+
+    A budget no threshold set on the grid reaches takes the least-compute set, with a warning and
+    ``budget_met: false`` in the record."""
     if not 0.0 < budget <= 1.0:
         raise InputError(f"--budget {budget}: allowed: a compute fraction in (0, 1]")
     if np.any((grid < 0) | (grid > 1)):
@@ -161,12 +164,15 @@ def choose_thresholds(policy, budget: float, grid: np.ndarray, with_heads: bool 
             scores = gating[f"seed{s}.{v}.score"] if gate == "learned" else gating[f"seed{s}.{v}.conf"]
             res = sweep(scores, gating[f"seed{s}.{v}.correct"].astype(bool), full, cum, grid, hf)
             i = res.choose(budget)
-            if i < 0:
-                raise InputError(f"--budget {budget}: no threshold set of {name} fits; allowed: a budget >= "
-                                 f"{res.compute.min():.3f}")
+            met = i >= 0
+            if not met:  # the budget is out of reach: the least-compute set (most accurate among equals)
+                lo = np.flatnonzero(res.compute <= res.compute.min() + 1e-12)
+                i = int(lo[np.argmax(res.accuracy[lo])])
+                log(f"warning: seed {s} {name}: no threshold set on the grid fits --budget {budget}; using the "
+                    f"least-compute set (compute {res.compute[i]:.3f} of full depth)")
             by[name] = {"thresholds": {str(L): float(t) for L, t in zip(cand, res.thresholds(i))},
                         "accuracy_gating": float(res.accuracy[i]), "flops_saving_gating": float(1 - res.compute[i]),
-                        "pareto": pareto_records(res, cand)}
+                        "budget_met": bool(met), "pareto": pareto_records(res, cand)}
             if s == policy.seeds[0] and name == f"{MAIN_VARIANT}/learned":
                 pareto = {"schema_version": 1, "depth": geometry.depth, "candidate_layers": cand,
                           "split": "gating", "budget": budget, "seed": s, "policy": name,

@@ -114,16 +114,19 @@ def _prepared(enc: LoadedEncoder, precision: str | PreparedRecipe) -> PreparedRe
 
 
 def cache_paths(cache_dir: Path, enc: LoadedEncoder, precision: str | PreparedRecipe,
-                source: ImageSource, tokens: "TokenTap | None" = None) -> tuple[Path, Path]:
+                source: ImageSource, tokens: "TokenTap | None" = None,
+                exit_tap: "TokenTap | None" = None) -> tuple[Path, Path]:
     tag = precision.tag if isinstance(precision, PreparedRecipe) else precision
     stem = f"{enc.name}-{tag}-{source.name}"
+    if exit_tap is not None:
+        stem += f"-tap-{_sha(exit_tap.descriptor())[:8]}"
     if tokens is not None:
         stem += f"-tok-{_sha(tokens.descriptor())[:8]}"
     return cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
 
 
 def cache_key(enc: LoadedEncoder, precision: str | PreparedRecipe, source: ImageSource, templates: list[str],
-              tokens: "TokenTap | None" = None) -> dict:
+              tokens: "TokenTap | None" = None, exit_tap: "TokenTap | None" = None) -> dict:
     """The hashes that identify a cache entry (the recipe's includes its calibration state's hash).
 
     With ``tokens`` the key also holds the tap request (layers, scale rule, exponents)."""
@@ -135,6 +138,8 @@ def cache_key(enc: LoadedEncoder, precision: str | PreparedRecipe, source: Image
         "data_sha256": source.digest(),
         "templates_sha256": _sha(templates),
     }
+    if exit_tap is not None:
+        key["exit_tap"] = exit_tap.descriptor()
     if tokens is not None:
         key["tokens"] = tokens.descriptor()
     return key
@@ -159,10 +164,13 @@ def _load_if_valid(st_path: Path, js_path: Path, key: dict) -> FeatureSet | None
 @torch.no_grad()
 def extract(enc: LoadedEncoder, source: ImageSource, text_emb: torch.Tensor, batch_size: int = 64,
             device: str = "cpu", progress: bool = True,
-            prepared: PreparedRecipe | None = None, tokens: "TokenTap | None" = None) -> dict[str, np.ndarray]:
+            prepared: PreparedRecipe | None = None, tokens: "TokenTap | None" = None,
+            exit_tap: "TokenTap | None" = None) -> dict[str, np.ndarray]:
     """Run the tapped backbone of ``prepared``'s recipe (default FP32) over ``source``; return the cache arrays.
 
-    ``tokens``: also quantize z_L of ``tokens.layers`` with the tap quantizer (see module docstring)."""
+    ``tokens``: also quantize z_L of ``tokens.layers`` with the tap quantizer (see module docstring).
+    ``exit_tap``: compute ssa_mean, cls and sav of its blocks from the dequantized exit-tap tokens
+    (what the exit unit sees) instead of the float block output."""
     g = enc.geometry
     n, D, d = len(source), g.depth, g.width
     out = {
@@ -185,13 +193,19 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: torch.Tensor, bat
         stop = start + x.shape[0]
         for L in range(1, D + 1):
             z = taps.tokens[L].float()
+            q = None
+            if exit_tap is not None and L in exit_tap.exponents:
+                q = tap_quantize(z, exit_tap.exponents[L])
+                z = q.float() * math.ldexp(1.0, exit_tap.exponents[L])  # exact: int8 x power of two
             patches = z[:, 1:]
             mean = patches.mean(1)
             out["ssa_mean"][start:stop, L - 1] = mean.cpu().numpy()
             out["cls"][start:stop, L - 1] = z[:, 0].cpu().numpy()
             out["sav"][start:stop, L - 1] = ((patches - mean[:, None]) ** 2).sum(-1).mean(1).cpu().numpy()
             if tokens is not None and L in tokens.exponents:
-                out[f"tokens_int8_L{L}"][start:stop] = tap_quantize(z, tokens.exponents[L]).cpu().numpy()
+                if q is None or exit_tap.exponents[L] != tokens.exponents[L]:
+                    q = tap_quantize(taps.tokens[L].float(), tokens.exponents[L])
+                out[f"tokens_int8_L{L}"][start:stop] = q.cpu().numpy()
         emb = taps.embedding.float()
         out["final_embedding"][start:stop] = emb.cpu().numpy()
         sims = F.normalize(emb, dim=-1) @ tf.T
@@ -209,7 +223,8 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: torch.Tensor, bat
 
 def get_features(enc: LoadedEncoder, source: ImageSource, precision: str | PreparedRecipe, templates_name: str,
                  templates: list[str], cache_dir: Path = DEFAULT_CACHE_DIR, batch_size: int = 64,
-                 device: str = "cpu", progress: bool = True, tokens: "TokenTap | None" = None) -> FeatureSet:
+                 device: str = "cpu", progress: bool = True, tokens: "TokenTap | None" = None,
+                 exit_tap: "TokenTap | None" = None) -> FeatureSet:
     """Return the cached features for (weights, recipe, data, templates), building them if needed.
 
     ``precision`` is a ``--precision`` string (INT8 recipes then use the default calibration,
@@ -223,8 +238,10 @@ def get_features(enc: LoadedEncoder, source: ImageSource, precision: str | Prepa
     prepared = _prepared(enc, precision)
     if tokens is not None:
         tokens.check(enc.geometry.depth)
-    key = cache_key(enc, prepared, source, templates, tokens)
-    st_path, js_path = cache_paths(cache_dir, enc, prepared, source, tokens)
+    if exit_tap is not None:
+        exit_tap.check(enc.geometry.depth)
+    key = cache_key(enc, prepared, source, templates, tokens, exit_tap)
+    st_path, js_path = cache_paths(cache_dir, enc, prepared, source, tokens, exit_tap)
     hit = _load_if_valid(st_path, js_path, key)
     if hit is not None:
         return hit
@@ -232,7 +249,7 @@ def get_features(enc: LoadedEncoder, source: ImageSource, precision: str | Prepa
     enc.model.to(device)
     text_emb = class_embeddings(enc.model, enc.tokenizer, source.classes, templates, device=device)
     arrays = extract(enc, source, text_emb, batch_size=batch_size, device=device, progress=progress,
-                     prepared=prepared, tokens=tokens)
+                     prepared=prepared, tokens=tokens, exit_tap=exit_tap)
     meta = {
         "key": key,
         "model": enc.name,
@@ -296,6 +313,13 @@ class TokenTap:
     def descriptor(self) -> dict:
         return {"layers": list(self.layers), "rule": dict(self.rule),
                 "scale_exponents": {str(L): self.exponents[L] for L in self.layers}}
+
+    @classmethod
+    def from_descriptor(cls, d: dict, layers=None) -> "TokenTap":
+        """The tap of a :meth:`descriptor` (e.g. a policy's ``exit_tap``), optionally restricted to ``layers``."""
+        exps = {int(k): int(v) for k, v in d["scale_exponents"].items()}
+        layers = list(d["layers"]) if layers is None else [int(L) for L in layers]
+        return cls(layers, {L: exps[L] for L in layers}, dict(d.get("rule", {})))
 
 
 def tap_quantize(z: torch.Tensor, exponent: int) -> torch.Tensor:

@@ -26,7 +26,6 @@ from another model (weights hash) or another precision recipe (recipe hash).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from analysis import atomic
+from analysis.atomic import file_sha256
 from analysis.errors import InputError
 from exitlogic.gates import LogisticGate
 
@@ -44,14 +44,6 @@ MAIN_VARIANT = "ssa-distill"
 HEAD_PARAMS = ("ln_weight", "ln_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 UNIT_NAMES = {"ln_weight": "ln.weight", "ln_bias": "ln.bias", "fc1_weight": "fc1.weight",
               "fc1_bias": "fc1.bias", "fc2_weight": "fc2.weight", "fc2_bias": "fc2.bias"}
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -135,6 +135,6 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> RunCo
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise InputError(f"{src}: {loc}: {err['msg']}") from None
+        from hwsim.config import format_validation_error
+
+        raise InputError(format_validation_error(src, e)) from None

@@ -188,12 +188,28 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
 
 
 def fixedpoint_section(val: dict, out: Path, copies: list) -> Section:
-    s = Section("Fixed-point exit unit vs float policy")
-    t = Table("Agreement", f"ours: {val.get('model', '')} {val.get('precision', '')}, {val.get('data', '')}",
-              ["scope", "decision agreement", "top-1 fixed %", "top-1 float %"])
-    for row in val.get("report_rows", []):
-        t.rows.append(row)
+    data = val.get("data") or {}
+    data = f"eval {data.get('eval')}, widths searched on {data.get('search')}" if isinstance(data, dict) else data
+    made = (f"ours: {val.get('model')} {val.get('precision')}, {data}, candidate layers "
+            f"{val.get('candidate_layers')}, target {val['target']['exit_agreement']:.3%} decisions, "
+            f"{val['target']['top1_delta_pp']} pp top-1")
+    s = Section("Fixed-point exit unit vs float policy",
+                "(a) the fixed-point unit against a float64 reference on the same int8 exit-tap tokens (the "
+                "arithmetic); (b) against the float policy of the trace stage on float features (adds the int8 "
+                "tap of the block output); the tap alone. Widths from the search on the gating split.")
+    t = Table("Decision agreement and top-1", made, ["comparison", "exit-decision agreement", "top-1 fixed %",
+                                                     "top-1 reference %"])
+    t.rows += [list(r) for r in val.get("report_rows", [])]
+    mem = val.get("memory_bits", {})
+    t.note = (f"exit-unit memory: {mem.get('total_bits', 0):,} bits (weights {mem.get('weights_bits', 0):,}, "
+              f"LUTs {mem.get('lut_bits', 0):,}, constants {mem.get('constants_bits', 0):,}); tap scales "
+              f"{val.get('tap', {}).get('scales')}")
     s.tables.append(t)
+    fmts = val.get("spec", {}).get("formats", {})
+    if fmts:
+        tw = Table("Chosen widths (fixedpoint_spec.json)", made, ["cast point", "format"])
+        tw.rows += [[k, v] for k, v in fmts.items()]
+        s.tables.append(tw)
     for p in sorted((out / "fixedpoint").glob("*.png")):
         copies.append((p, f"fixedpoint_{p.name}"))
         s.figures.append((f"fixedpoint_{p.name}", p.stem.replace("_", " ")))
@@ -201,11 +217,18 @@ def fixedpoint_section(val: dict, out: Path, copies: list) -> Section:
 
 
 def hls_section(hls: dict) -> Section:
-    s = Section("HLS exit blocks (hls4ml C-simulation and estimates)")
-    t = Table("Blocks", "ours", ["block", "csim vectors", "exact match", "DSP", "BRAM_18K", "latency (cycles)"])
-    for b in hls.get("blocks", []):
-        t.rows.append([b.get("name"), b.get("csim_vectors"), b.get("exact_match_fraction"), b.get("dsp"),
-                       b.get("bram_18k"), b.get("latency_cycles")])
+    made = (f"ours: hls4ml {hls.get('backend')} backend, {hls.get('part')} @ {hls.get('clock_mhz')} MHz, "
+            f"{hls.get('io_type')}; estimates from the documented formulas (no synthesis on this machine)")
+    s = Section("HLS exit blocks (hls4ml C-simulation and estimates)",
+                f"C-simulation with hls4ml's compile()/predict() against the fixed-point model; overall exact-match "
+                f"fraction {hls.get('exact_match')}. Synthesis needs Vitis HLS or Vivado HLS: "
+                f"{hls.get('synthesis', {}).get('how', '')}.")
+    t = Table("Blocks", made, ["block", "csim vectors", "exact match", "exit match", "DSP", "BRAM_18K", "LUT", "FF",
+                               "latency (cycles)", "II (cycles)"])
+    for name, b in sorted(hls.get("blocks", {}).items(), key=lambda kv: (kv[1]["layer"], kv[1]["kind"])):
+        c, e = b.get("csim", {}), b.get("estimate", {})
+        t.rows.append([name, c.get("vectors"), c.get("exact_match"), c.get("exit_match", "—"), e.get("dsp"),
+                       e.get("bram_18k"), e.get("lut"), e.get("ff"), e.get("latency_cycles"), e.get("interval_cycles")])
     s.tables.append(t)
     return s
 

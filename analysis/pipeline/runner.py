@@ -36,20 +36,13 @@ from pathlib import Path
 from typing import Callable
 
 from analysis import atomic
+from analysis.atomic import file_sha256 as sha256_file
 from analysis.errors import InputError
 from analysis.pipeline.config import RunConfig
 
 STATE_DIR = ".lraee-run"
 STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "hls", "hwsim", "report")
 PIPELINE_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha_obj(obj) -> str:

@@ -9,7 +9,7 @@ import yaml
 
 from analysis import atomic
 from analysis.pipeline.config import RunConfig
-from analysis.pipeline.runner import Context, Stage, sha256_file
+from analysis.pipeline.runner import Context, Stage
 
 HWSIM_CONFIGS = Path(__file__).resolve().parents[2] / "hwsim" / "configs"
 
@@ -96,7 +96,7 @@ def run_features(ctx: Context) -> list[str]:
     """Build the feature cache of every split the later stages read (one encoder, one prepared
     recipe for all of them); write a manifest of the cache keys."""
     from analysis.data.sources import open_source
-    from analysis.features import get_features
+    from analysis.features import TAP_CALIB_N, calibrate_token_tap, get_features
     from analysis.templates import resolve_templates
     from quant.encoder import load_encoder
     from quant.prepare import prepare_recipe
@@ -108,6 +108,11 @@ def run_features(ctx: Context) -> list[str]:
     recipes = {"recipe": prepare_recipe(enc, p.recipe, scales=p.scales, calibration=calibration_file(ctx),
                                         calib_method=p.calib_method, device=r.device),
                "fp32": prepare_recipe(enc, "fp32")}
+    # the exit policy trains and decides on the exit-tap tokens (see lraee train-exits)
+    calib = open_source(cfg.data.source, "calibration", TAP_CALIB_N, cfg.data.classnames)
+    exit_tap = calibrate_token_tap(enc, recipes["recipe"], calib, range(1, enc.geometry.depth + 1),
+                                   batch_size=r.batch_size, device=r.device, progress=ctx.progress,
+                                   cache_dir=cfg.runtime.cache_dir)
     manifest = []
     for source, split, n in _splits(cfg):
         src = open_source(source, split, n, cfg.data.classnames)
@@ -115,7 +120,7 @@ def run_features(ctx: Context) -> list[str]:
             if split == "gating" and prec == "fp32":
                 continue
             fs = get_features(enc, src, prepared, tname, templates, cfg.runtime.cache_dir, r.batch_size, r.device,
-                              ctx.progress)
+                              ctx.progress, exit_tap=exit_tap if prec == "recipe" else None)
             manifest.append({"split": split, "data": src.name, "precision": prepared.tag, "key": fs.meta["key"]})
             ctx.log(f"  {'reused' if fs.hit else 'built'} {fs.path}")
     path = ctx.dir("features") / "manifest.json"
@@ -156,7 +161,8 @@ def run_fixedpoint(ctx: Context) -> list[str]:
     out = ctx.dir("fixedpoint")
     ctx.cli("validate-exits", "--policy", ctx.dir("exits"), *model_flags(cfg), *precision_flags(ctx),
             *data_flags(cfg, "eval", cfg.data.eval_n), *runtime_flags(ctx), "--target", cfg.fixedpoint.target,
-            "--out", out)
+            *(["--gating-data", cfg.data.gating_source] if cfg.data.gating_source else []),
+            *(["--gating-n", cfg.data.gating_n] if cfg.data.gating_n else []), "--out", out)
     files = [out / "validate.json", out / "fixedpoint_spec.json"] + sorted(out.glob("*.png"))
     return _rel(ctx, *files)
 

@@ -40,6 +40,9 @@ def test_policy_artifacts(policy_dirs):
     assert meta["candidates"]["source"].startswith("INR pruning")
     assert (pol / "profile.json").is_file()
     assert meta["layers"] == list(range(1, 13)) and meta["seeds"] == [0, 1]
+    # the heads and gates saw the exit-tap tokens of every block (power-of-two scales)
+    assert meta["exit_tap"]["layers"] == list(range(1, 13))
+    assert all(isinstance(e, int) for e in meta["exit_tap"]["scale_exponents"].values())
     for s in ("0", "1"):
         for name, rec in meta["thresholds"]["by_seed"][s].items():
             assert set(rec["thresholds"]) == {str(L) for L in cand}
@@ -102,8 +105,18 @@ def test_exit_layers_override_and_bad_input(policy_dirs, small_policy_args, run_
     assert rc == 2 and "--exit-layers '12'" in err and "1..11" in err and not out.exists()
     rc, _, err = run_cli("thresholds", "--policy", pol, "--grid", "0.2:1.5:5")
     assert rc == 2 and "--grid" in err
-    rc, _, err = run_cli("thresholds", "--policy", pol, "--budget", "0.01")
-    assert rc == 2 and "--budget 0.01" in err
+    rc, _, err = run_cli("thresholds", "--policy", pol, "--budget", "0")
+    assert rc == 2 and "--budget 0" in err
+    # an unreachable budget takes the least-compute thresholds, says so and records it (on a copy)
+    far = tmp_path / "far"
+    far.mkdir()
+    for f in ("policy.json", "policy.safetensors", "gating.safetensors"):
+        (far / f).write_bytes((pol / f).read_bytes())
+    rc, so, _ = run_cli("thresholds", "--policy", far, "--budget", "0.01")
+    meta = json.loads((far / "policy.json").read_text())
+    rec = meta["thresholds"]["by_seed"]["0"]["ssa-distill/learned"]
+    assert rc == 0 and "warning" in so and rec["budget_met"] is False
+    assert rec["flops_saving_gating"] == pytest.approx(max(p["flops_saving"] for p in rec["pareto"]))
     # thresholds outside [0, 1] in a policy file
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -131,3 +144,15 @@ def test_nan_features_are_refused(tmp_path):
 
     with pytest.raises(InputError, match="sav: NaN"):
         _check_finite({"sav": np.array([1.0, np.nan])}, "x.safetensors")
+
+
+def test_no_exit_tap_and_given_exit_layers(small_policy, run_cli, tmp_path):
+    _, cache = small_policy
+    out = tmp_path / "p"
+    rc, so, err = run_cli("train-exits", "--out", out, "--cache-dir", cache, "--train-n", "400", "--gating-n", "300",
+                          "--epochs", "1", "--seeds", "1", "--exit-layers", "10,11", "--no-exit-tap", "--no-progress")
+    assert rc == 0, err
+    meta = json.loads((out / "policy.json").read_text())
+    assert meta["exit_tap"] is None
+    assert meta["candidates"] == {**meta["candidates"], "candidate_layers": [10, 11], "source": "--exit-layers"}
+    assert not (out / "profile.json").exists()  # no INR needed when the layers are given

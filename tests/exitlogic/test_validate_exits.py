@@ -80,6 +80,9 @@ def test_default_run_writes_spec_report_and_plots(searched):
     a = res["comparisons"]["arithmetic"]["end_to_end"]
     assert a["exit_agreement"] >= 0.99 and abs(a["top1_delta_pp"]) <= 1.0
     assert res["fixed_top1"] == res["comparisons"]["float_policy"]["end_to_end"]["top1_fixed"]
+    # the policy decides on the exit-tap tokens, so the tap alone changes no decision
+    t = res["comparisons"]["tap_only"]["end_to_end"]
+    assert t["exit_agreement"] >= 0.995 and abs(t["top1_delta_pp"]) <= 0.5
     # the float_policy reference is what exit-report computes: top-1 from the same routing rule
     assert 0 <= res["float_policy_top1"] <= 1
     assert set(res["overflow"]) == {str(L) for L in cand}

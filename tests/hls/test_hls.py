@@ -23,7 +23,7 @@ def test_csim_bit_exact_on_both_blocks(compiled, hls_world):
         assert c["vectors"] == hls_world["vectors"].tokens[hls_world["layer"]].shape[0]
         assert c["exact_match"] == 1.0 and c["mismatches"] == 0, name
         assert math.isfinite(c["float_error"]["max_abs"])
-        assert b["timing_s"]["generate"] + b["timing_s"]["compile"] < 120  # 60 s target on an idle machine
+        assert "timing_s" not in b  # wall times live in hls_timings.json (benchmarks/bench_hls.py has the target)
     gate = _block(compiled, "gate")
     assert gate["csim"]["exit_match"] == 1.0
     assert rep["exact_match"] == 1.0
@@ -93,8 +93,8 @@ def test_comparator_decision_equals_fixed_point_model_at_the_threshold(compiled,
 def test_projects_are_ready_to_synthesize(compiled):
     rep = compiled["report"]
     for name, b in rep["blocks"].items():
-        d = Path(b["project_dir"])
-        assert d.parent == Path(compiled["out"]).resolve()
+        d = Path(compiled["out"]) / b["project_dir"]
+        assert d.resolve().parent == Path(compiled["out"]).resolve()
         assert (d / "build_prj.tcl").is_file() and (d / "firmware" / "nnet_utils" / "nnet_lraee.h").is_file()
         tcl = (d / "project.tcl").read_text()
         assert rep["part"] in tcl and "5" in tcl
@@ -175,8 +175,8 @@ def test_cli_hostile_project_name_stays_inside_out(run_cli, hls_world, tmp_path)
     rep = json.loads((out / "hls_report.json").read_text())
     for b in rep["blocks"].values():
         assert b["project_name"].startswith("pwn_system_touch_tmp_pwned_")
-        assert Path(b["project_dir"]).resolve().parent == out.resolve()
-        cpp = (Path(b["project_dir"]) / "firmware" / f"{b['project_name']}.cpp").read_text()
+        assert (out / b["project_dir"]).resolve().parent == out.resolve()
+        cpp = (out / b["project_dir"] / "firmware" / f"{b['project_name']}.cpp").read_text()
         assert "system(" not in cpp and '"; ' not in cpp
     assert "synthesis needs Vitis HLS or Vivado HLS" in so
 

@@ -5,6 +5,8 @@ d = e = 128, K = 25, N = 49 (the tiny default's and ViT-B/32's token count), wei
 """
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 D = E = 128
@@ -31,3 +33,14 @@ def make_tokens(rng, n, n_tokens=N, d=D):
     base = rng.standard_normal((n, 1, d)) * rng.uniform(10, 60, (n, 1, 1))
     noise = rng.standard_normal((n, n_tokens + 1, d)) * rng.uniform(5, 40, (n, 1, 1))
     return np.clip(np.round(base + noise), -128, 127).astype(np.int8)
+
+
+def round_fraction(fr: Fraction, rounding: str) -> int:
+    """Exact rational rounding to an integer: TRN (floor), RND (half up), RND_CONV (half to even)."""
+    fl = fr.numerator // fr.denominator
+    rem = fr - fl
+    if rounding == "TRN":
+        return fl
+    if rounding == "RND":
+        return fl + (rem >= Fraction(1, 2))
+    return fl + (rem > Fraction(1, 2) or (rem == Fraction(1, 2) and fl % 2 == 1))

@@ -6,20 +6,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from fxp_helpers import make_tokens
+from fxp_helpers import make_tokens, round_fraction
 
 from exitlogic.fixedpoint import ExitUnit, Fmt, float_reference, logit
 from exitlogic.fixedpoint import stages as st
-
-
-def _round(fr: Fraction, rounding: str) -> int:
-    fl = fr.numerator // fr.denominator
-    rem = fr - fl
-    if rounding == "TRN":
-        return fl
-    if rounding == "RND":
-        return fl + (rem >= Fraction(1, 2))
-    return fl + (rem > Fraction(1, 2) or (rem == Fraction(1, 2) and fl % 2 == 1))
 
 
 def _spec_with(spec, **formats):
@@ -64,7 +54,7 @@ def test_sav_scaling_exact(generous, rounding, scale_exp):
     f_out = spec.formats["sav.out"]
     for i in range(q.shape[0]):
         exact = Fraction(int(T[i])) * Fraction(R2, 2 ** fr2) * Fraction(2) ** (2 * scale_exp)
-        assert int(out[i]) == min(_round(exact * 2 ** f_out.F, rounding), f_out.max_code)
+        assert int(out[i]) == min(round_fraction(exact * 2 ** f_out.F, rounding), f_out.max_code)
 
 
 @pytest.mark.parametrize("rounding", ["TRN", "RND", "RND_CONV"])
@@ -75,7 +65,7 @@ def test_ssa_reciprocal_mean_exact(generous, rounding, recip_w):
     spec = _spec_with(generous, **{"ssa.recip": Fmt(recip_w, -5, False, rounding, "SAT"),
                                    "ssa.out": Fmt(14, 4, True, rounding, "SAT")})
     R = spec.constants()["ssa.recip"]
-    assert R == _round(Fraction(1, N) * 2 ** (recip_w + 5), rounding)
+    assert R == round_fraction(Fraction(1, N) * 2 ** (recip_w + 5), rounding)
     rng = np.random.default_rng(8)
     q = make_tokens(rng, 60)
     for scale_exp in (-5, -1):
@@ -85,7 +75,7 @@ def test_ssa_reciprocal_mean_exact(generous, rounding, recip_w):
         f_out = spec.formats["ssa.out"]
         for a, got in zip(acc.ravel().tolist(), x.ravel().tolist()):
             exact = Fraction(a) * Fraction(R, 2 ** (recip_w + 5)) * Fraction(2) ** scale_exp
-            want = min(max(_round(exact * 2 ** f_out.F, rounding), f_out.min_code), f_out.max_code)
+            want = min(max(round_fraction(exact * 2 ** f_out.F, rounding), f_out.min_code), f_out.max_code)
             assert got == want
 
 

@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from fxp_helpers import round_fraction
 from quantizers.fixed_point.fixed_point_ops_np import get_fixed_quantizer_np
 
 from exitlogic.fixedpoint.fixed import Fmt, FormatError, quantize, requant, to_float
@@ -54,18 +55,8 @@ def test_requant_matches_quantizers(rounding, overflow, signed):
         assert np.array_equal(to_float(got.codes, f.F), ref), f
 
 
-def _round_fraction(fr: Fraction, rounding: str) -> int:
-    fl = fr.numerator // fr.denominator
-    rem = fr - fl
-    if rounding == "TRN":
-        return fl
-    if rounding == "RND":
-        return fl + (rem >= Fraction(1, 2))
-    return fl + (rem > Fraction(1, 2) or (rem == Fraction(1, 2) and fl % 2 == 1))
-
-
 def _cast_fraction(fr: Fraction, f: Fmt) -> int:
-    code = _round_fraction(fr * Fraction(2) ** f.F, f.rounding)
+    code = round_fraction(fr * Fraction(2) ** f.F, f.rounding)
     if f.overflow == "SAT":
         return min(max(code, f.min_code), f.max_code)
     m = code % (1 << f.W)
@@ -83,7 +74,7 @@ def test_requant_variable_binary_point_exact(rounding, overflow):
     for ci, fi, gi, oi in zip(c.tolist(), frac.tolist(), got.codes.tolist(), got.overflow.tolist()):
         fr = Fraction(ci) / Fraction(2) ** fi
         assert gi == _cast_fraction(fr, f), (ci, fi)
-        rounded = _round_fraction(fr * 2 ** f.F, rounding)
+        rounded = round_fraction(fr * 2 ** f.F, rounding)
         assert oi == (rounded > f.max_code or rounded < f.min_code)
 
 
