@@ -154,17 +154,24 @@ def default_evaluated(exit_layer: np.ndarray, candidates: Sequence[int]) -> np.n
     return cand[None, :] <= np.asarray(exit_layer)[:, None]
 
 
-def _read_meta(path: Path) -> dict:
+def _json_object(path: Path, missing: str, fields: str) -> dict:
+    """The JSON object in ``path``; one-line InputError when it is missing, not JSON or not an object."""
     src = str(path)
     try:
         d = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"{src}: file not found (trace metadata: depth, candidate_layers, num_classes); "
-                         "allowed: a JSON file beside the trace CSV") from None
+        raise InputError(f"{src}: file not found; allowed: {missing}") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{src}: <root>: not valid JSON ({e.msg} at line {e.lineno}); allowed: a JSON object") from None
     if not isinstance(d, dict):
-        raise InputError(f"{src}: <root>: expected an object; allowed: schema_version, depth, candidate_layers, num_classes, geometry")
+        raise InputError(f"{src}: <root>: expected an object; allowed: {fields}")
+    return d
+
+
+def _read_meta(path: Path) -> dict:
+    src = str(path)
+    d = _json_object(path, "a JSON file beside the trace CSV (trace metadata: depth, candidate_layers, num_classes)",
+                     "schema_version, depth, candidate_layers, num_classes, geometry")
     for key in ("depth", "num_classes"):
         v = d.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -476,15 +483,8 @@ def read_policies(path: str | Path) -> PolicySet:
     """Read and validate a Pareto file of threshold sets; InputError names file and field."""
     path = Path(path)
     src = str(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{src}: file not found; allowed: a Pareto JSON (schema_version, depth, "
-                         "candidate_layers, points) written by the exit policy") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{src}: <root>: not valid JSON ({e.msg} at line {e.lineno}); allowed: a JSON object") from None
-    if not isinstance(d, dict):
-        raise InputError(f"{src}: <root>: expected an object; allowed: schema_version, depth, candidate_layers, points")
+    d = _json_object(path, "a Pareto JSON (schema_version, depth, candidate_layers, points) written by the exit "
+                           "policy", "schema_version, depth, candidate_layers, points")
     sv = d.get("schema_version")
     if sv != PARETO_SCHEMA_VERSION or isinstance(sv, bool):
         raise InputError(f"{src}: schema_version: {'missing' if sv is None else repr(sv)}; "
