@@ -105,6 +105,14 @@ def check_out_file(path: Path, suffix: str, flag: str = "--out") -> Path:
     return path
 
 
+def check_out_dir(path: Path, flag: str = "--out") -> Path:
+    """Validate an output folder path before any work is done (it may not exist yet)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: exists and is not a folder")
+    return path
+
+
 def load_encoder_from_args(args):
     from quant.encoder import load_encoder
 

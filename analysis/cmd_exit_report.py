@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
+from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
 
 
@@ -35,8 +35,7 @@ def run(args) -> int:
     from quant.prepare import prepare_recipe
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    check_out_dir(out)
     policy = load_policy(args.policy)
     if policy.meta.get("thresholds") is None:
         raise InputError(f"{policy.path / 'policy.json'}: thresholds: missing; run `lraee thresholds --policy "

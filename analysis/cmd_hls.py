@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args
+from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir
 from analysis.errors import InputError
 
 TOKEN_SOURCES = ("auto", "cache", "extract", "derived")
@@ -153,8 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = options_from_args(args)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    check_out_dir(out)
     blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
     policy = load_policy(args.policy)
     if args.spec is not None and not Path(args.spec).is_file():

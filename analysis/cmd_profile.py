@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
+from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
 
 
@@ -31,8 +31,7 @@ def run(args) -> int:
     from quant.profile import plot_profile, qirc_profile
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    check_out_dir(out)
     if args.batch_size <= 0:
         raise InputError(f"--batch-size {args.batch_size}: must be a positive integer")
     recipe = recipe_from_args(args)

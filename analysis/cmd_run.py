@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from analysis.cli_common import check_out_dir
+
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="the whole pipeline: calibration, profile, features, exit policy, fixed point, "
@@ -37,8 +39,7 @@ def run(args) -> int:
         return 0
     if args.out is None:
         raise InputError("--out: required (the output folder); allowed: a folder path")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out}: exists and is not a folder")
+    check_out_dir(args.out)
     overrides = {k: v for k, v in (("model.name", args.model), ("model.pretrained", args.pretrained),
                                    ("data.source", args.data)) if v is not None}
     cfg = load_config(args.config, overrides)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
+from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
 
 
@@ -104,8 +104,7 @@ def run(args) -> int:
     from quant.prepare import prepare_recipe
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    check_out_dir(out)
     recipe = recipe_from_args(args)
     if recipe.kind == "fp32":
         raise InputError("--precision fp32: exit heads are trained on a quantized backbone; "

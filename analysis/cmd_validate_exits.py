@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
+from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
 from analysis.validate_exits import SEARCH_SAFETY
 
@@ -63,8 +63,7 @@ def run(args) -> int:
     from exitlogic.fixedpoint import FixedPointSpec
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    check_out_dir(out)
     if not 0.0 < args.target <= 1.0:
         raise InputError(f"--target {args.target}: allowed: an agreement fraction in (0, 1]")
     if not args.search_safety >= 1.0:

@@ -52,10 +52,9 @@ def int8_full(fs) -> tuple[np.ndarray, np.ndarray]:
     return pred, pred == np.asarray(fs["labels"])
 
 
-def gate_features(outs, fs, layers_idx: list[int], cand: list[int]) -> list[np.ndarray]:
-    """Per candidate layer L the [n, 3] (conf, margin, SAV) of heads ``outs``."""
-    return [stack_features(outs.conf[:, layers_idx[L]], outs.margin[:, layers_idx[L]], fs["sav"][:, L - 1])
-            for L in cand]
+def gate_features(outs, fs, cand: list[int]) -> list[np.ndarray]:
+    """Per candidate layer L the [n, 3] (conf, margin, SAV) of heads ``outs`` on features ``fs``."""
+    return [stack_features(outs.conf[:, outs.at(L)], outs.margin[:, outs.at(L)], fs["sav"][:, L - 1]) for L in cand]
 
 
 # ---- 1. train ------------------------------------------------------------------------------
@@ -114,7 +113,7 @@ def train_exits(train_fs, teacher_fs, gating_fs, geometry: EncoderGeometry, out:
         gating[f"seed{s}.full_pred"] = full_pred[idx].astype(np.int64)
         for v in VARIANTS:
             outs = gate_outs[(s, v)]
-            feats = gate_features(outs, gating_fs, {L: L - 1 for L in layers}, cand)
+            feats = gate_features(outs, gating_fs, cand)
             scores, confs, corr = [], [], []
             for L, f in zip(cand, feats):
                 y = outs.correct[idx, L - 1]
@@ -231,7 +230,7 @@ def exit_report(policy, eval_fs, fp32_eval_fs, out: Path, log=print) -> dict:
             v, gate = name.split("/")
             o = outs[v]
             if gate == "learned":
-                feats = gate_features(o, eval_fs, {L: L - 1 for L in range(1, depth + 1)}, cand)
+                feats = gate_features(o, eval_fs, cand)
                 logits = np.stack([policy.gate(s, v, L).logit(f) for L, f in zip(cand, feats)], 1)
                 scores = 1.0 / (1.0 + np.exp(-logits))
             else:

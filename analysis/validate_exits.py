@@ -25,6 +25,7 @@ import numpy as np
 
 from analysis import atomic
 from analysis.errors import InputError
+from analysis.exits import gate_features, int8_full
 from exitlogic.artifacts import MAIN_VARIANT
 from exitlogic.fixedpoint import ExitUnit, FixedPointSpec, default_spec, memory_bits, search_widths
 from exitlogic.fixedpoint import validate as V
@@ -78,22 +79,20 @@ def tap_tokens(fs, layers) -> dict:
 def float_policy_outputs(policy, fs, layers) -> dict:
     """The float policy as ``lraee exit-report`` evaluates it (seed 0, ssa-distill, learned gate):
     {layer: pred, conf, margin, sav, gate_logit, exit} on the float features of ``fs``."""
-    from exitlogic.gates import stack_features
     from exitlogic.heads import head_outputs
 
     text = policy.tensors["text_embeddings"]
     ls = float(policy.meta["logit_scale"])
     o = head_outputs(policy.heads(SEED, MAIN_VARIANT), fs["ssa_mean"], fs["labels"], text, ls)
     taus = policy.thresholds(SEED, f"{MAIN_VARIANT}/learned")
+    feats = gate_features(o, fs, layers)
     out = {}
-    for L in layers:
+    for L, f in zip(layers, feats):
         i = o.at(L)
-        sav = np.asarray(fs["sav"][:, L - 1], np.float64)
-        f = stack_features(o.conf[:, i], o.margin[:, i], sav)
         g = policy.gate(SEED, MAIN_VARIANT, L).logit(f)
         score = 1.0 / (1.0 + np.exp(-g))
-        out[L] = {"pred": o.pred[:, i].astype(np.int64), "conf": o.conf[:, i], "margin": o.margin[:, i], "sav": sav,
-                  "gate_logit": g, "exit": score >= taus[L]}
+        out[L] = {"pred": o.pred[:, i].astype(np.int64), "conf": o.conf[:, i], "margin": o.margin[:, i],
+                  "sav": f[:, 2], "gate_logit": g, "exit": score >= taus[L]}
     return out
 
 
@@ -195,7 +194,7 @@ def validate(policy, spec: FixedPointSpec, eval_fs, target: float, tap_meta: dic
     unit = make_unit(spec, policy, params)
     tokens = tap_tokens(eval_fs, layers)
     labels = np.asarray(eval_fs["labels"], np.int64)
-    full_pred = np.asarray(eval_fs["top5"][:, 0], np.int64)
+    full_pred, _ = int8_full(eval_fs)
     fixed = V.run_unit(unit, tokens)
     ref = V.run_reference(unit, tokens)
     flt = float_policy_outputs(policy, eval_fs, layers)
