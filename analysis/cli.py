@@ -2,7 +2,7 @@
 
 Each command lives in its own module with a ``register(subparsers)`` function that adds
 its parser and sets ``func``; this module only assembles them and turns
-:class:`analysis.errors.InputError` into a one-line message and exit status 2.
+:class:`common.errors.InputError` into a one-line message and exit status 2.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:

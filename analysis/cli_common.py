@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:

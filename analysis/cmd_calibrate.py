@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from analysis.errors import InputError
+    from common.errors import InputError
     from quant.prepare import run_calibration
     from quant.recipes import parse_precision
 
@@ -49,7 +49,7 @@ def run(args) -> int:
     print(f"calibrated {enc.name} {recipe.name} ({recipe.scales} scales, {args.calib_method}) on {meta['n']} "
           f"images of {meta['data']}; state {meta['state_sha256'][:12]} -> {out} (+ .json)")
     if args.check_exact:
-        from analysis import atomic
+        from common import atomic
         from analysis.data.sources import open_source
         from analysis.features import image_batches
         from quant.exactness import check_exactness, summary

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from analysis import atomic
+    from common import atomic
     from analysis.data.sources import open_source
     from analysis.features import DEFAULT_CACHE_DIR, get_features
     from analysis.templates import resolve_templates

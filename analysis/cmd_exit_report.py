@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from analysis.data.sources import open_source
-    from analysis.errors import InputError
+    from common.errors import InputError
     from analysis.exits import exit_report
     from analysis.features import DEFAULT_CACHE_DIR, TokenTap, get_features
     from analysis.templates import resolve_templates

@@ -29,10 +29,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from analysis import atomic
+    from common import atomic
     from analysis.cli_common import prepare_from_args, recipe_from_args
     from analysis.data.sources import open_source
-    from analysis.errors import InputError
+    from common.errors import InputError
     from analysis.features import image_batches
     from analysis.templates import resolve_templates
     from analysis.zeroshot import class_embeddings

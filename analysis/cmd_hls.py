@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir
-from analysis.errors import InputError
+from common.errors import InputError
 
 TOKEN_SOURCES = ("auto", "cache", "extract", "derived")
 

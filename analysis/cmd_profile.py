@@ -24,9 +24,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from analysis import atomic
+    from common import atomic
     from analysis.data.sources import open_source
-    from analysis.errors import InputError
+    from common.errors import InputError
     from analysis.features import image_batches
     from quant.profile import plot_profile, qirc_profile
 

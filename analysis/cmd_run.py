@@ -29,7 +29,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import time
 
-    from analysis.errors import InputError
+    from common.errors import InputError
     from analysis.pipeline.config import default_yaml, load_config
     from analysis.pipeline.runner import run_pipeline
     from analysis.pipeline.stages import STAGE_LIST

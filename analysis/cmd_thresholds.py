@@ -24,7 +24,7 @@ def register(sub) -> None:
 def parse_grid(text: str):
     import numpy as np
 
-    from analysis.errors import InputError
+    from common.errors import InputError
 
     try:
         lo, hi, pts = text.split(":")

@@ -51,7 +51,7 @@ def register(sub) -> None:
 
 
 def _read_inr(path: Path, depth: int) -> dict[int, float]:
-    from analysis.errors import InputError
+    from common.errors import InputError
 
     try:
         rec = json.loads(Path(path).read_text())
@@ -67,7 +67,7 @@ def _read_inr(path: Path, depth: int) -> dict[int, float]:
 
 
 def _validate(args, depth: int):
-    from analysis.errors import InputError
+    from common.errors import InputError
     from exitlogic.pruning import parse_exit_layers
 
     for flag, v, ok in (("--seeds", args.seeds, args.seeds >= 1), ("--epochs", args.epochs, args.epochs >= 1),
@@ -96,7 +96,7 @@ def run(args) -> int:
     import time
 
     from analysis.data.sources import open_source
-    from analysis.errors import InputError
+    from common.errors import InputError
     from analysis.exits import train_exits
     from analysis.features import DEFAULT_CACHE_DIR, TAP_CALIB_N, calibrate_token_tap, get_features
     from analysis.templates import resolve_templates
@@ -153,7 +153,7 @@ def run(args) -> int:
 
 def _profile_inr(args, enc, prepared, out: Path) -> dict[int, float]:
     """QIRC profile on the calibration split (what `lraee profile` writes), saved to DIR/profile.json."""
-    from analysis import atomic
+    from common import atomic
     from analysis.data.sources import open_source
     from analysis.features import image_batches
     from quant.profile import qirc_profile

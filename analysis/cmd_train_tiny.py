@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 
 def register(sub) -> None:

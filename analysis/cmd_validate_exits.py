@@ -54,7 +54,7 @@ def run(args) -> int:
     import sys
 
     from analysis.data.sources import open_source
-    from analysis.errors import InputError
+    from common.errors import InputError
     from analysis.features import DEFAULT_CACHE_DIR, TokenTap, calibrate_token_tap, get_features
     from analysis.templates import resolve_templates
     from analysis.validate_exits import (make_unit, policy_unit_params, run_search, summary_lines, tap_tokens,

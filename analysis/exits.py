@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import atomic
-from analysis.errors import InputError
+from common import atomic
+from common.errors import InputError
 from exitlogic import analyses as A
 from exitlogic.artifacts import MAIN_VARIANT, VARIANTS, load_gating, save_policy
 from exitlogic.baselines import pabee_route

@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from analysis import atomic
+from common import atomic
 from analysis.data.sources import ImageSource
-from analysis.errors import InputError
+from common.errors import InputError
 from analysis.zeroshot import class_embeddings
 from quant.encoder import LoadedEncoder
 from quant.prepare import PreparedRecipe, prepare_recipe

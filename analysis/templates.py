@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 PAPER_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from analysis import atomic
+from common import atomic
 from analysis.data.procedural import ProceduralShapes
 from analysis.templates import PAPER_TEMPLATES
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import atomic
-from analysis.errors import InputError
+from common import atomic
+from common.errors import InputError
 from analysis.exits import gate_features, int8_full
 from exitlogic.artifacts import MAIN_VARIANT
 from exitlogic.fixedpoint import ExitUnit, FixedPointSpec, default_spec, memory_bits, search_widths

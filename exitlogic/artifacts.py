@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from analysis import atomic
-from analysis.atomic import file_sha256
-from analysis.errors import InputError
+from common import atomic
+from common.hashing import file_sha256
+from common.errors import InputError
 from exitlogic.gates import LogisticGate
 
 POLICY_SCHEMA_VERSION = 1

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.errors import InputError
+from common.errors import InputError
 from exitlogic.fixedpoint.fixed import Fmt
 from exitlogic.fixedpoint.stages import clog2, log2_exact
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.atomic import write_json
-from analysis.errors import InputError
+from common.atomic import write_json
+from common.errors import InputError
 
 from .blocks import BLOCKS, BlockOptions, convert, gate_block, head_block
 from .estimate import FORMULAS, block_estimate

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 
 @dataclass

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_ARCH = CONFIG_DIR / "arch.yaml"
@@ -78,7 +78,7 @@ def cmd_sim(args) -> int:
 
 def _sim_trace(args, out: Path) -> int:
     import numpy as np
-    from analysis.atomic import atomic_path, write_json
+    from common.atomic import atomic_path, write_json
     from .config import load_arch
     from .costs import build_costs
     from .energy import table_for

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 from .cycles import DATAFLOWS, OS_VARIANTS
 

@@ -128,7 +128,7 @@ def exit_unit_timing(arch: ArchConfig) -> tuple[int, int]:
     """
     import json
     from pathlib import Path
-    from analysis.errors import InputError
+    from common.errors import InputError
 
     x = arch.exit_unit
     if x.hls_report and Path(x.hls_report).is_file():

@@ -36,8 +36,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from analysis.atomic import atomic_path, write_json
-from analysis.errors import InputError
+from common.atomic import atomic_path, write_json
+from common.errors import InputError
 from quant.geometry import EncoderGeometry
 
 from .closed_form import ENERGY_KEYS, evaluate

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 CITATION = ("M. Horowitz, 'Computing's energy problem (and what we can do about it)', "
             "IEEE ISSCC 2014, pp. 10-14, doi:10.1109/ISSCC.2014.6757323 (45 nm)")

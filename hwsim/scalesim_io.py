@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.atomic import atomic_path
-from analysis.errors import InputError
+from common.atomic import atomic_path
+from common.errors import InputError
 
 from .cycles import DATAFLOWS, gemm_cycles
 

@@ -45,8 +45,8 @@ from typing import Sequence
 
 import numpy as np
 
-from analysis.atomic import atomic_path, write_json
-from analysis.errors import InputError
+from common.atomic import atomic_path, write_json
+from common.errors import InputError
 from quant.geometry import EncoderGeometry
 
 TRACE_SCHEMA_VERSION = 1

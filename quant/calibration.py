@@ -22,8 +22,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from analysis import atomic
-from analysis.errors import InputError
+from common import atomic
+from common.errors import InputError
 from quant.brevitas_model import quant_tapped_forward
 
 CALIB_FORMAT_VERSION = 1

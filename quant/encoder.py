@@ -23,7 +23,7 @@ import open_clip
 import torch
 from torch import nn
 
-from analysis.errors import InputError
+from common.errors import InputError
 from quant.geometry import EncoderGeometry
 
 TINY_NAME = "lraee-tiny"

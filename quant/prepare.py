@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from analysis.errors import InputError
+from common.errors import InputError
 from quant.encoder import LoadedEncoder
 from quant.recipes import Recipe, check_calib_method, parse_precision
 from quant.taps import Taps, tapped_forward

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.errors import InputError
+from common.errors import InputError
 from quant.brevitas_model import quant_tapped_forward
 
 EXPORT_PACKAGES = ("onnx", "onnxoptimizer", "onnxruntime", "qonnx")

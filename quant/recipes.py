@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 PRECISIONS: tuple[str, ...] = ("fp32", "int8-dynamic", "w8a8", "wXaY")
 SCALES: tuple[str, ...] = ("po2", "float")

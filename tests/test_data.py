@@ -7,7 +7,7 @@ from PIL import Image
 
 from analysis.data.procedural import SPLITS, ProceduralShapes, class_names
 from analysis.data.sources import open_source
-from analysis.errors import InputError
+from common.errors import InputError
 from analysis.templates import resolve_templates
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.data.procedural import DEFAULT_SPLIT_SIZES, SPLITS, ProceduralShapes
-from analysis.errors import InputError
+from common.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 DATA_KINDS = ("procedural", "procedural:SEED", "folder:PATH", "imagenet:PATH")

@@ -11,7 +11,7 @@ from typing import Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 
 class _Section(BaseModel):

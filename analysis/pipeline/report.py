@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis import atomic
+from common import atomic
 
 PAPER = "paper (ViT-B/32, ImageNet-1K)"
 PAPER_TABLE1 = {"INT8 full depth": ("0.00", "58.72"), "LRA-EE (ours)": ("13.38 ± 0.11", "61.16 ± 0.06")}

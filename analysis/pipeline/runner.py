@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from analysis import atomic
-from analysis.atomic import file_sha256 as sha256_file
-from analysis.errors import InputError
+from common import atomic
+from common.hashing import file_sha256 as sha256_file
+from common.errors import InputError
 from analysis.pipeline.config import RunConfig
 
 STATE_DIR = ".lraee-run"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from analysis import atomic
+from common import atomic
 from analysis.pipeline.config import RunConfig
 from analysis.pipeline.runner import Context, Stage
 

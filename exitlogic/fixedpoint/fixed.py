@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 ROUNDINGS = ("TRN", "RND", "RND_CONV")
 OVERFLOWS = ("WRAP", "SAT")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 from .fixed import Fmt
 from .spec import FORMATS, STAGE_OF, STAGE_ORDER, UNIT_KINDS, FixedPointSpec, LutParams, UnitParams, integer_bits

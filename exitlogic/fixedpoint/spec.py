@@ -32,8 +32,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.atomic import write_json
-from analysis.errors import InputError
+from common.atomic import write_json
+from common.errors import InputError
 
 from .fixed import Fmt, FormatError, WidthError, quantize
 

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from analysis.errors import InputError
+from common.errors import InputError
 
 from . import stages as st
 from .fixed import WidthError, quantize, to_float

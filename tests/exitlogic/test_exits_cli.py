@@ -139,7 +139,7 @@ def test_exit_layers_override_and_bad_input(policy_dirs, small_policy_args, run_
 
 
 def test_nan_features_are_refused(tmp_path):
-    from analysis.errors import InputError
+    from common.errors import InputError
     from analysis.exits import _check_finite
 
     with pytest.raises(InputError, match="sav: NaN"):

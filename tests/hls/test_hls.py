@@ -143,7 +143,7 @@ def test_estimate_formulas():
 # ---- sanitising, validation ----------------------------------------------------------------------------
 
 def test_hostile_names_are_sanitised():
-    from analysis.errors import InputError
+    from common.errors import InputError
     from hls.blocks import BlockOptions, sanitize_identifier
     from hls.extension import cpp_type
     from hls.flow import inside

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from analysis.errors import InputError
+from common.errors import InputError
 from quant.geometry import shipped_geometry
 
 VIT_B_32 = shipped_geometry("ViT-B-32")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from analysis.errors import InputError
+from common.errors import InputError
 from hwsim.config import load_arch
 from hwsim.trace import read_trace, write_trace
 

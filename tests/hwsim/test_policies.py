@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis.errors import InputError
+from common.errors import InputError
 from hwsim.trace import apply_thresholds, read_policies, read_trace, synthetic_policy_trace, write_trace
 
 from hwsim_helpers import TINY, run_cli

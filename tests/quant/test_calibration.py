@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from analysis.errors import InputError
+from common.errors import InputError
 from quant.brevitas_model import build_quant_visual, quant_tapped_forward
 from quant.calibration import calibrate, calibration_state, load_calibration, save_calibration, state_sha256
 from quant.prepare import calibration_expect, prepare_recipe

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.errors import InputError
+from common.errors import InputError
 from quant.recipes import parse_precision
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fxp_helpers import make_tokens
 
-from analysis.errors import InputError
+from common.errors import InputError
 from exitlogic.fixedpoint import (ExitUnit, FixedPointSpec, Fmt, PolicyMismatch, WidthError, integer_bits,
                                   integer_bits_required, memory_bits, observed_ranges, search_widths)
 
