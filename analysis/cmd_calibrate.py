@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (add_calibration_args, add_model_args, check_calib_n, check_out_file,
+from analysis.cli_common import (DEVICES, add_calibration_args, device_arg, add_model_args, check_calib_n, check_out_file,
                                  load_encoder_from_args)
 
 
@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--data", default="procedural",
                    help="procedural[:SEED] (its calibration split, default), folder:PATH or imagenet:PATH")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", type=device_arg, default="cpu", help=f"{DEVICES} (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--check-exact", action="store_true",
                    help="also prove bit accuracy on one calibration image (numpy integer reference, float64) and "
@@ -35,6 +35,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from common.errors import InputError
+    from analysis.data.loader import calibration_images
     from quant.prepare import run_calibration
     from quant.recipes import parse_precision
 
@@ -44,14 +45,14 @@ def run(args) -> int:
         raise InputError(f"--precision {args.precision}: {recipe.name} needs no calibration; allowed: w8a8 or wXaY")
     check_calib_n(args.calib_n)
     enc = load_encoder_from_args(args)
-    qv, meta = run_calibration(enc, recipe, args.calib_method, args.calib_n, args.data, args.batch_size,
-                              args.device, progress=not args.no_progress, out=out)
+    qv, meta = run_calibration(enc, recipe, args.calib_method, calibration_images(enc, args.data, args.calib_n),
+                               args.batch_size, args.device, progress=not args.no_progress, out=out)
     print(f"calibrated {enc.name} {recipe.name} ({recipe.scales} scales, {args.calib_method}) on {meta['n']} "
           f"images of {meta['data']}; state {meta['state_sha256'][:12]} -> {out} (+ .json)")
     if args.check_exact:
         from common import atomic
         from analysis.data.sources import open_source
-        from analysis.features import image_batches
+        from analysis.data.loader import image_batches
         from quant.exactness import check_exactness, summary
 
         _, x = next(image_batches(enc, open_source(args.data, "calibration", 1), 1))

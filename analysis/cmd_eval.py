@@ -25,7 +25,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from common import atomic
     from analysis.data.sources import open_source
-    from analysis.features import DEFAULT_CACHE_DIR, get_features
+    from analysis.cli_common import store_kwargs
+    from analysis.features import get_features
     from analysis.templates import resolve_templates
     from analysis.zeroshot import metrics
 
@@ -35,9 +36,8 @@ def run(args) -> int:
     tname, templates = resolve_templates(args.templates)
     enc = load_encoder_from_args(args)
     prepared = prepare_from_args(args, enc, recipe)
-    cache = args.cache_dir or DEFAULT_CACHE_DIR
-    fs = get_features(enc, source, prepared, tname, templates, cache,
-                      batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    kw = store_kwargs(args)
+    fs = get_features(enc, source, prepared, tname, templates, fields="embedding", **kw)
     m = metrics(fs["top5"], fs["labels"], len(source.classes))
     result = {"model": enc.name, "pretrained": enc.pretrained, "dataset": source.name,
               "precision": recipe.name, "templates": tname, **m}
@@ -46,8 +46,7 @@ def run(args) -> int:
             ("top1", f"{100 * m['top1']:.2f} %"), ("top5", f"{100 * m['top5']:.2f} %"),
             ("mean per-class recall", f"{100 * m['mean_per_class_recall']:.2f} %")]
     if recipe.kind != "fp32":
-        f32 = get_features(enc, source, "fp32", tname, templates, cache,
-                           batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+        f32 = get_features(enc, source, "fp32", tname, templates, fields="embedding", **kw)
         mf = metrics(f32["top5"], f32["labels"], len(source.classes))
         agree = float((fs["top5"][:, 0] == f32["top5"][:, 0]).mean()) if m["n"] else 0.0
         result.update({"fp32_top1": mf["top1"], "fp32_top5": mf["top5"], "delta_top1": m["top1"] - mf["top1"],

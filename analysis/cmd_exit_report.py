@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
+from analysis.cli_common import (store_kwargs, add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
 
 
@@ -29,7 +29,8 @@ def run(args) -> int:
     from analysis.data.sources import open_source
     from common.errors import InputError
     from analysis.exits import exit_report
-    from analysis.features import DEFAULT_CACHE_DIR, TokenTap, get_features
+    from analysis.features import get_features, split_request
+    from quant.tap import TokenTap
     from analysis.templates import resolve_templates
     from exitlogic.artifacts import check_key, load_policy
     from quant.prepare import prepare_recipe
@@ -45,13 +46,14 @@ def run(args) -> int:
     source = open_source(args.data, args.split, args.n, args.classnames)
     enc = load_encoder_from_args(args)
     prepared = prepare_from_args(args, enc, recipe)
-    kw = dict(cache_dir=args.cache_dir or DEFAULT_CACHE_DIR, batch_size=args.batch_size, device=args.device,
-              progress=not args.no_progress)
+    kw = store_kwargs(args)
     tap = policy.meta.get("exit_tap")
     exit_tap = TokenTap.from_descriptor(tap) if tap else None  # decide on what the exit unit reads
-    fs = get_features(enc, source, prepared, tname, templates, exit_tap=exit_tap, **kw)
+    depth = enc.geometry.depth
+    fs = get_features(enc, source, prepared, tname, templates, **split_request("eval", exit_tap, depth), **kw)
     check_key(policy, fs.meta["key"], str(fs.path))
-    fp = get_features(enc, source, prepare_recipe(enc, "fp32"), tname, templates, **kw)
+    fp = get_features(enc, source, prepare_recipe(enc, "fp32"), tname, templates,
+                      **split_request("teacher", None, depth), **kw)
     res = exit_report(policy, fs, fp, out)
     lr = res["lra_ee"]
     print(f"{'method':<28} {'FLOPs saving %':>16} {'top-1 %':>16}")

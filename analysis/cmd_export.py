@@ -33,7 +33,7 @@ def run(args) -> int:
     from analysis.cli_common import prepare_from_args, recipe_from_args
     from analysis.data.sources import open_source
     from common.errors import InputError
-    from analysis.features import image_batches
+    from analysis.data.loader import image_batches
     from analysis.templates import resolve_templates
     from analysis.zeroshot import class_embeddings
     from quant.qonnx_export import check_packages, roundtrip, summary

@@ -18,7 +18,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from analysis.data.sources import open_source
-    from analysis.features import DEFAULT_CACHE_DIR, get_features
+    from analysis.cli_common import store_kwargs
+    from analysis.features import get_features
     from analysis.templates import resolve_templates
 
     recipe = recipe_from_args(args)
@@ -26,8 +27,7 @@ def run(args) -> int:
     tname, templates = resolve_templates(args.templates)
     enc = load_encoder_from_args(args)
     prepared = prepare_from_args(args, enc, recipe)
-    fs = get_features(enc, source, prepared, tname, templates, args.cache_dir or DEFAULT_CACHE_DIR,
-                      batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    fs = get_features(enc, source, prepared, tname, templates, **store_kwargs(args))
     print(f"{'reused' if fs.hit else 'built'} {fs.path} ({len(fs['labels'])} images, "
           f"{enc.geometry.depth} blocks, width {enc.geometry.width})")
     return 0

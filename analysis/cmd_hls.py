@@ -46,7 +46,7 @@ def register(sub) -> None:
     v = p.add_argument_group("vectors")
     v.add_argument("--vectors", type=int, default=1000, metavar="N", help="C-simulation vectors per block (default 1000)")
     v.add_argument("--tokens", default="auto", choices=TOKEN_SOURCES,
-                   help="where the int8 exit-tap tokens come from: cache (a feature file with tokens_int8_L* in "
+                   help="where the int8 exit-tap tokens come from: cache (a feature store with tap_tokens in "
                         "--cache-dir, any split, eval preferred), extract (run the backbone on --data/--split, "
                         "cached), derived (deterministic tokens from the cached float features: mean, CLS and SAV "
                         "of the real samples), auto (cached tokens of --split, else extract; default)")
@@ -67,6 +67,15 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def clock_period_ns(mhz: float, flag: str = "--clock-mhz") -> float:
+    """The one rule for ``--clock-mhz`` / ``hls.clock_mhz``: a positive, finite number of MHz; the period in ns."""
+    import math
+
+    if isinstance(mhz, bool) or not isinstance(mhz, (int, float)) or not math.isfinite(mhz) or not mhz > 0:
+        raise InputError(f"{flag} {mhz}; allowed: a positive number (10 to 2000 MHz)")
+    return 1000.0 / float(mhz)
+
+
 def options_from_args(args):
     from hls.blocks import DEFAULT_CLOCK_NS, DEFAULT_PART, BlockOptions, LayerKnobs
 
@@ -80,9 +89,7 @@ def options_from_args(args):
     for k, v in _pairs(args.strategy, "--strategy").items():
         knobs.setdefault(k, LayerKnobs()).strategy = v.capitalize()
     if args.clock_mhz is not None:
-        if not args.clock_mhz > 0:
-            raise InputError(f"--clock-mhz {args.clock_mhz}; allowed: a positive number")
-        period = 1000.0 / args.clock_mhz
+        period = clock_period_ns(args.clock_mhz)
     else:
         period = args.clock_period if args.clock_period is not None else DEFAULT_CLOCK_NS
     return BlockOptions(backend=args.backend, part=args.part or DEFAULT_PART, clock_period_ns=period,
@@ -100,12 +107,13 @@ def _int_list(s: str | None, flag: str) -> list[int] | None:
 
 def extract_tap_vectors(args, policy, layers: list[int], n: int):
     """Run the backbone: exit-tap scales on the calibration split, int8 tokens of ``layers`` on --data/--split."""
-    from analysis.cli_common import load_encoder_from_args, prepare_from_args, recipe_from_args
+    from analysis.cli_common import load_encoder_from_args, prepare_from_args, recipe_from_args, store_kwargs
     from analysis.data.sources import open_source
-    from analysis.features import DEFAULT_CACHE_DIR, TAP_CALIB_N, TokenTap, calibrate_token_tap, get_features
+    from analysis.features import TOKEN_VECTORS, calibrate_token_tap, get_features, split_request
+    from quant.tap import TAP_CALIB_N, TokenTap
     from analysis.templates import resolve_templates
     from exitlogic.artifacts import check_key
-    from hls.vectors import vectors_from_file
+    from hls.vectors import vectors_from_store
 
     recipe = recipe_from_args(args)
     tname, templates = resolve_templates(args.templates)
@@ -113,17 +121,17 @@ def extract_tap_vectors(args, policy, layers: list[int], n: int):
     calib = open_source(args.calib_data or args.data, "calibration", TAP_CALIB_N, args.classnames)
     enc = load_encoder_from_args(args)
     prepared = prepare_from_args(args, enc, recipe)
-    kw = dict(cache_dir=args.cache_dir or DEFAULT_CACHE_DIR, batch_size=args.batch_size, device=args.device,
-              progress=not args.no_progress)
-    exit_tap = None
-    if policy.meta.get("exit_tap"):  # the policy's own exit-tap scales
+    kw = store_kwargs(args)
+    tap_kw = {k: v for k, v in kw.items() if k != "dtype"}
+    vectors = max(n, TOKEN_VECTORS)
+    if policy.meta.get("exit_tap"):  # the policy's own exit-tap scales: the eval store every stage shares
         exit_tap = TokenTap.from_descriptor(policy.meta["exit_tap"])
-        tap = TokenTap.from_descriptor(policy.meta["exit_tap"], layers)
+        req = split_request("eval", exit_tap, enc.geometry.depth, vectors)
     else:
-        tap = calibrate_token_tap(enc, prepared, calib, layers, **kw)
-    fs = get_features(enc, source, prepared, tname, templates, tokens=tap, exit_tap=exit_tap, **kw)
+        req = {"tokens": calibrate_token_tap(enc, prepared, calib, layers, **tap_kw), "token_vectors": vectors}
+    fs = get_features(enc, source, prepared, tname, templates, **req, **kw)
     check_key(policy, fs.meta["key"], str(fs.path))
-    return vectors_from_file(fs.path, layers, n)
+    return vectors_from_store(fs.path, layers, n)
 
 
 def get_vectors(args, policy, layers: list[int]):
@@ -142,7 +150,7 @@ def get_vectors(args, policy, layers: list[int]):
         if v is not None and (args.tokens == "cache" or min(t.shape[0] for t in v.tokens.values()) >= n):
             return v
         if args.tokens == "cache":
-            raise InputError(f"--cache-dir {cache}: no feature file with exit-tap tokens (tokens_int8_L*) of layers "
+            raise InputError(f"--cache-dir {cache}: no feature store with exit-tap tokens (tap_tokens) of layers "
                              f"{layers} for the policy's model and recipe; allowed: --tokens extract or derived")
     return extract_tap_vectors(args, policy, layers, n)
 
@@ -154,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     out = Path(args.out)
     check_out_dir(out)
-    blocks = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
+    from hls.flow import check_blocks
+
+    blocks = check_blocks(b.strip() for b in args.blocks.split(",") if b.strip())
     policy = load_policy(args.policy)
     if args.spec is not None and not Path(args.spec).is_file():
         raise InputError(f"--spec {args.spec}: file not found")

@@ -27,8 +27,10 @@ def run(args) -> int:
     from common import atomic
     from analysis.data.sources import open_source
     from common.errors import InputError
-    from analysis.features import image_batches
+    from analysis.data.loader import image_batches
+    from analysis.features import DEFAULT_CACHE_DIR, save_token_tap
     from quant.profile import plot_profile, qirc_profile
+    from quant.tap import TAP_PERCENTILE, TapScaleCounter
 
     out = Path(args.out)
     check_out_dir(out)
@@ -44,10 +46,14 @@ def run(args) -> int:
     enc = load_encoder_from_args(args)
     prepared = prepare_from_args(args, enc, recipe)
     bar = tqdm(total=len(source), desc=f"profile {prepared.tag}", unit="img", disable=args.no_progress)
+    # the same INT8 pass counts the exit-tap scales of every block (quant.tap), recorded in the tap cache
+    counter = TapScaleCounter(range(1, enc.geometry.depth + 1), TAP_PERCENTILE)
     prof = qirc_profile(enc.model.visual, prepared,
-                        (x.to(args.device) for _, x in image_batches(enc, source, args.batch_size)),
-                        enc.geometry.depth, bar)
+                        (x.to(args.device) for _, x in image_batches(enc, source, args.batch_size,
+                                                                      workers=args.workers, device=args.device)),
+                        enc.geometry.depth, bar, observe=counter.update_taps)
     bar.close()
+    save_token_tap(enc, prepared, source, counter, args.cache_dir or DEFAULT_CACHE_DIR)
     record = {"model": enc.name, "pretrained": enc.pretrained, "precision": recipe.name,
               "recipe": prepared.descriptor(), "engine": prepared.engine,
               "calibration_file": prepared.calibration_path, "dataset": source.name, "split": args.split,

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--pretrained", default=None, metavar="PATH", help="overrides model.pretrained")
     p.add_argument("--data", default=None, help="overrides data.source (eval images)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, keeps_out_on_error=True)
 
 
 def run(args) -> int:
@@ -31,7 +31,8 @@ def run(args) -> int:
 
     from common.errors import InputError
     from analysis.pipeline.config import default_yaml, load_config
-    from analysis.pipeline.runner import run_pipeline
+    from analysis.pipeline.datasets import check_sources
+    from analysis.pipeline.runner import absolute_paths, run_pipeline
     from analysis.pipeline.stages import STAGE_LIST
 
     if args.print_config:
@@ -43,11 +44,14 @@ def run(args) -> int:
     overrides = {k: v for k, v in (("model.name", args.model), ("model.pretrained", args.pretrained),
                                    ("data.source", args.data)) if v is not None}
     cfg = load_config(args.config, overrides)
+    check_sources(absolute_paths(cfg))  # every role's images, and no leakage into eval, before any stage runs
     t0 = time.time()
     status = run_pipeline(cfg, args.out, STAGE_LIST, args.from_stage, args.until, progress=not args.no_progress)
     print(f"{'stage':<12} {'status':<8} {'seconds':>8}")
     for name, s in status.items():
         print(f"{name:<12} {s['status']:<8} {s['seconds']:>8.1f}")
-    print(f"total {time.time() - t0:.1f} s; report: {args.out / 'report' / 'report.html'}; "
-          f"timings: {args.out / 'timings.json'}")
+    report = args.out / "report" / "report.html"
+    print(f"total {time.time() - t0:.1f} s; " + (f"report: {report}; " if "report" in status and report.is_file()
+                                                  else "no report (the report stage did not run); ")
+          + f"timings: {args.out / 'timings.json'}")
     return 0

@@ -21,19 +21,37 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+MAX_GRID_POINTS = 1000
+
+
 def parse_grid(text: str):
+    """The one rule for ``--grid`` / ``thresholds.grid``: LOW:HIGH:POINTS, 0 <= LOW <= HIGH <= 1,
+    1 <= POINTS <= :data:`MAX_GRID_POINTS`; the grid as a float64 array."""
     import numpy as np
 
     from common.errors import InputError
 
     try:
-        lo, hi, pts = text.split(":")
+        lo, hi, pts = str(text).split(":")
         lo, hi, pts = float(lo), float(hi), int(pts)
     except ValueError:
         raise InputError(f"--grid {text!r}: allowed: LOW:HIGH:POINTS, e.g. 0.20:0.92:25") from None
-    if not (0.0 <= lo <= hi <= 1.0) or pts < 1:
-        raise InputError(f"--grid {text!r}: allowed: 0 <= LOW <= HIGH <= 1 and POINTS >= 1")
+    if not (0.0 <= lo <= hi <= 1.0) or not 1 <= pts <= MAX_GRID_POINTS:
+        raise InputError(f"--grid {text!r}: allowed: 0 <= LOW <= HIGH <= 1 and 1 <= POINTS <= {MAX_GRID_POINTS}")
     return np.linspace(lo, hi, pts)
+
+
+def check_grid_size(text: str, grid, n_layers: int, policy_path) -> None:
+    """LCT searches POINTS^C threshold combinations (C candidate layers); refuse more than it can hold."""
+    from common.errors import InputError
+    from exitlogic.policy import MAX_COMBINATIONS
+
+    total = len(grid) ** max(n_layers, 1)
+    if total > MAX_COMBINATIONS:
+        most = int(MAX_COMBINATIONS ** (1.0 / max(n_layers, 1)) + 1e-9)
+        raise InputError(f"--grid {text!r}: {len(grid)}^{n_layers} = {total:,} threshold combinations for the "
+                         f"{n_layers} candidate layers of {policy_path}; allowed: at most {MAX_COMBINATIONS:,} "
+                         f"(POINTS <= {most})")
 
 
 def run(args) -> int:
@@ -41,7 +59,11 @@ def run(args) -> int:
     from exitlogic.artifacts import load_policy
 
     grid = parse_grid(args.grid)
+    if not (0 < args.budget <= 1):
+        from common.errors import InputError
+        raise InputError(f"--budget {args.budget}: allowed: a compute fraction in (0, 1]")
     policy = load_policy(args.policy)
+    check_grid_size(args.grid, grid, len(policy.candidate_layers), policy.path)
     th = choose_thresholds(policy, args.budget, grid, args.with_heads)
     for s, by in th["by_seed"].items():
         for name, rec in by.items():

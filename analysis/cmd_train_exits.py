@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
+from analysis.cli_common import (store_kwargs, add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
 
 
@@ -43,6 +43,8 @@ def register(sub) -> None:
     c.add_argument("--viability", type=float, default=0.9,
                    help="pool: heads with gating top-1 >= VIABILITY x the INT8 model's (default 0.9)")
     c.add_argument("--max-candidates", type=int, default=3, help="deepest survivors kept (default 3)")
+    p.add_argument("--tap-calib-n", type=int, default=None, metavar="N",
+                   help="calibration images of the exit-tap scales (default 512)")
     p.add_argument("--no-exit-tap", action="store_true",
                    help="train and decide on the float block outputs instead of the int8 exit-tap tokens the "
                         "fixed-point exit unit reads (default: exit-tap tokens, scales calibrated per block)")
@@ -98,7 +100,8 @@ def run(args) -> int:
     from analysis.data.sources import open_source
     from common.errors import InputError
     from analysis.exits import train_exits
-    from analysis.features import DEFAULT_CACHE_DIR, TAP_CALIB_N, calibrate_token_tap, get_features
+    from analysis.features import calibrate_token_tap, get_features, split_request
+    from quant.tap import TAP_CALIB_N
     from analysis.templates import resolve_templates
     from exitlogic.heads import HeadTrainConfig
     from quant.prepare import prepare_recipe
@@ -112,22 +115,27 @@ def run(args) -> int:
     tname, templates = resolve_templates(args.templates)
     enc = load_encoder_from_args(args)
     exit_layers = _validate(args, enc.geometry.depth)
-    train_src = open_source(args.train_data or args.data, "train", args.train_n, args.classnames)
-    gating_src = open_source(args.gating_data or args.data, "gating", args.gating_n, args.classnames)
+    ref = open_source(args.data, "eval", None, args.classnames)  # the eval source: class names of folder sources
+    train_src = open_source(args.train_data or args.data, "train", args.train_n, args.classnames, like=ref)
+    gating_src = open_source(args.gating_data or args.data, "gating", args.gating_n, args.classnames, like=ref)
     if train_src.classes != gating_src.classes:
         raise InputError(f"--gating-data {gating_src.name}: classes differ from the training data's; "
                          "allowed: the same class list")
     t0 = time.time()
     prepared = prepare_from_args(args, enc, recipe)
-    cache = args.cache_dir or DEFAULT_CACHE_DIR
-    kw = dict(cache_dir=cache, batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    kw = store_kwargs(args)
+    tap_kw = {k: v for k, v in kw.items() if k != "dtype"}
     exit_tap = None
     if not args.no_exit_tap:  # the exit features are those of the int8 tokens the exit unit reads
-        calib = open_source(args.calib_data or args.data, "calibration", TAP_CALIB_N, args.classnames)
-        exit_tap = calibrate_token_tap(enc, prepared, calib, range(1, enc.geometry.depth + 1), **kw)
-    train_fs = get_features(enc, train_src, prepared, tname, templates, exit_tap=exit_tap, **kw)
-    teacher_fs = get_features(enc, train_src, prepare_recipe(enc, "fp32"), tname, templates, **kw)
-    gating_fs = get_features(enc, gating_src, prepared, tname, templates, exit_tap=exit_tap, **kw)
+        calib = open_source(args.calib_data or args.data, "calibration", args.tap_calib_n or TAP_CALIB_N,
+                            args.classnames)
+        exit_tap = calibrate_token_tap(enc, prepared, calib, range(1, enc.geometry.depth + 1), **tap_kw)
+    depth = enc.geometry.depth
+    train_fs = get_features(enc, train_src, prepared, tname, templates, **split_request("train", exit_tap, depth), **kw)
+    teacher_fs = get_features(enc, train_src, prepare_recipe(enc, "fp32"), tname, templates,
+                              **split_request("teacher", None, depth), **kw)
+    gating_fs = get_features(enc, gating_src, prepared, tname, templates, **split_request("gating", exit_tap, depth),
+                             **kw)
     print(f"features ready in {time.time() - t0:.1f} s (train {len(train_src)}, gating {len(gating_src)})")
     inr = None
     if exit_layers is None:
@@ -155,7 +163,7 @@ def _profile_inr(args, enc, prepared, out: Path) -> dict[int, float]:
     """QIRC profile on the calibration split (what `lraee profile` writes), saved to DIR/profile.json."""
     from common import atomic
     from analysis.data.sources import open_source
-    from analysis.features import image_batches
+    from analysis.data.loader import image_batches
     from quant.profile import qirc_profile
 
     src = open_source(args.data, "calibration", 512, args.classnames)

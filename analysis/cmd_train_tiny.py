@@ -31,8 +31,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from analysis.train_tiny import SHIPPED_RECIPE, TrainConfig, train_recipe
 
-    if args.out.suffix != ".safetensors":
-        raise InputError(f"--out {args.out}: expected a .safetensors file")
+    from common.atomic import check_out_file
+
+    check_out_file(args.out, "--out", ".safetensors")
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     for name, value in given.items():
         if name in ("n_train", "steps", "batch_size", "threads", "monitor_every", "monitor_n") and value <= 0:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
+from analysis.cli_common import (store_kwargs, add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
                                  load_encoder_from_args, prepare_from_args, recipe_from_args)
 from analysis.validate_exits import SEARCH_SAFETY
 
@@ -55,9 +55,10 @@ def run(args) -> int:
 
     from analysis.data.sources import open_source
     from common.errors import InputError
-    from analysis.features import DEFAULT_CACHE_DIR, TokenTap, calibrate_token_tap, get_features
+    from analysis.features import calibrate_token_tap, get_features, split_request
+    from quant.tap import TokenTap
     from analysis.templates import resolve_templates
-    from analysis.validate_exits import (make_unit, policy_unit_params, run_search, summary_lines, tap_tokens,
+    from analysis.validate_exits import (make_unit, policy_unit_params, run_search, search_rows, summary_lines, tap_tokens,
                                          validate, write_outputs)
     from exitlogic.artifacts import check_key, load_policy
     from exitlogic.fixedpoint import FixedPointSpec
@@ -86,7 +87,7 @@ def run(args) -> int:
     recipe = recipe_from_args(args)
     tname, templates = resolve_templates(args.templates)
     eval_src = open_source(args.data, args.split, args.n, args.classnames)
-    gating_src = (open_source(args.gating_data or args.data, "gating", args.gating_n, args.classnames)
+    gating_src = (open_source(args.gating_data or args.data, "gating", args.gating_n, args.classnames, like=eval_src)
                   if search else None)
     if gating_src is not None and gating_src.digest() == eval_src.digest():
         raise InputError(f"--gating-data {gating_src.name}: the width search would run on the eval images; allowed: "
@@ -94,29 +95,32 @@ def run(args) -> int:
     calib_src = open_source(args.calib_data or args.data, "calibration", args.tap_calib_n, args.classnames)
     enc = load_encoder_from_args(args)
     prepared = prepare_from_args(args, enc, recipe)
-    cache = args.cache_dir or DEFAULT_CACHE_DIR
     progress = not args.no_progress
-    kw = dict(cache_dir=cache, batch_size=args.batch_size, device=args.device, progress=progress)
+    kw = store_kwargs(args)
+    tap_kw = {k: v for k, v in kw.items() if k != "dtype"}
     layers = policy.candidate_layers
-    exit_tap = None
-    if policy.meta.get("exit_tap"):  # the policy decides on the exit-tap tokens: same scales, same features
+    depth = enc.geometry.depth
+    if policy.meta.get("exit_tap"):  # the policy decides on the exit-tap tokens: same scales, same stores
         exit_tap = TokenTap.from_descriptor(policy.meta["exit_tap"])
-        tap = TokenTap.from_descriptor(policy.meta["exit_tap"], layers)
+        tap = exit_tap.restricted(layers)
+        greq, ereq = split_request("gating", exit_tap, depth), split_request("eval", exit_tap, depth)
     else:
-        tap = calibrate_token_tap(enc, prepared, calib_src, layers, args.tap_percentile, args.batch_size,
-                                  args.device, progress, cache)
+        tap = calibrate_token_tap(enc, prepared, calib_src, layers, args.tap_percentile, **tap_kw)
+        greq, ereq = {"tokens": tap}, {"tokens": tap}
     tap_meta = {"quantization_point": tap.QUANTIZATION_POINT, **tap.descriptor(),
                 "scales": {str(L): tap.scale(L) for L in layers}}
     print("exit-tap scales: " + ", ".join(f"L{L} 2^{tap.exponents[L]}" for L in layers), file=sys.stderr)
     search_rec, spec = None, given
     if search:
-        gfs = get_features(enc, gating_src, prepared, tname, templates, tokens=tap, exit_tap=exit_tap, **kw)
+        gfs = get_features(enc, gating_src, prepared, tname, templates, **greq, **kw)
         check_key(policy, gfs.meta["key"], str(gfs.path))
-        spec, search_rec = run_search(policy, params, tap_tokens(gfs, layers), gfs["top5"][:, 0], args.target, given,
-                                      safety=args.search_safety, progress=progress,
+        rows = search_rows(len(gfs))
+        spec, search_rec = run_search(policy, params, tap_tokens(gfs, layers, rows), gfs["top5"][rows, 0],
+                                      args.target, given, safety=args.search_safety, progress=progress,
                                       log=lambda m: print(m, file=sys.stderr))
         search_rec["data"] = gfs.meta["dataset"]
-    efs = get_features(enc, eval_src, prepared, tname, templates, tokens=tap, exit_tap=exit_tap, **kw)
+        search_rec["n_split"] = len(gfs)
+    efs = get_features(enc, eval_src, prepared, tname, templates, **ereq, **kw)
     check_key(policy, efs.meta["key"], str(efs.path))
     origin = str(out / "fixedpoint_spec.json") if search else str(args.spec)
     result, hist = validate(policy, spec, efs, args.target, tap_meta, search_rec, origin)

@@ -39,9 +39,15 @@ HEAD_SOURCE = {"ssa-distill": ("ssa_mean", "distill"), "ssa-hard": ("ssa_mean", 
 POLICIES = ("ssa-distill/learned", "ssa-hard/learned", "cls-distill/learned", "ssa-distill/heuristic")
 
 
-def _check_finite(arrays: dict, source: str) -> None:
+def _check_finite(fs, source: str) -> None:
+    """Refuse NaN/inf features (a damaged or hand-edited store), reading the store chunk by chunk."""
+    arrays = getattr(fs, "arrays", fs)  # a FeatureSet (store) or a plain mapping of arrays
     for k in ("ssa_mean", "cls", "sav", "final_embedding"):
-        if k in arrays and not np.isfinite(arrays[k]).all():
+        if k not in arrays:
+            continue
+        a = arrays[k]
+        chunks = a.chunks() if hasattr(a, "chunks") else [(0, a)]
+        if not all(np.isfinite(c).all() for _, c in chunks):
             raise InputError(f"{source}: {k}: NaN or infinite features; allowed: finite values "
                              "(rebuild the feature cache)")
 
@@ -66,7 +72,7 @@ def train_exits(train_fs, teacher_fs, gating_fs, geometry: EncoderGeometry, out:
     from exitlogic.heads import head_outputs, train_heads
 
     for fs, name in ((train_fs, "train"), (teacher_fs, "teacher"), (gating_fs, "gating")):
-        _check_finite(fs.arrays, f"{fs.path} ({name} features)")
+        _check_finite(fs, f"{fs.path} ({name} features)")
     if not np.array_equal(train_fs["labels"], teacher_fs["labels"]):
         raise InputError(f"{teacher_fs.path}: labels differ from {train_fs.path}; allowed: FP32 features of the "
                          "same images")
@@ -205,7 +211,7 @@ def exit_report(policy, eval_fs, fp32_eval_fs, out: Path, log=print) -> dict:
     """Evaluate every seed's policies and the baselines on the eval split; write results, trace, plots."""
     from exitlogic.heads import head_outputs
 
-    _check_finite(eval_fs.arrays, f"{eval_fs.path} (eval features)")
+    _check_finite(eval_fs, f"{eval_fs.path} (eval features)")
     if policy.meta.get("thresholds") is None:
         raise InputError(f"{policy.path / 'policy.json'}: thresholds: missing; run `lraee thresholds --policy "
                          f"{policy.path}` first")

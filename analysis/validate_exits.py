@@ -18,6 +18,7 @@ prediction):
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from common import atomic
 from common.errors import InputError
 from analysis.exits import gate_features, int8_full
 from exitlogic.artifacts import MAIN_VARIANT
-from exitlogic.fixedpoint import ExitUnit, FixedPointSpec, default_spec, memory_bits, search_widths
+from exitlogic.fixedpoint import ExitUnit, FixedPointSpec, TapSums, default_spec, memory_bits, search_widths
 from exitlogic.fixedpoint import validate as V
 from exitlogic.fixedpoint.search import search_knobs
 
@@ -37,6 +38,8 @@ SEED = 0
 TOP1_TOLERANCE_PP = 0.1
 SEARCH_SAFETY = 4.0
 SEARCH_ORDER = "memory"
+SEARCH_MAX_N = 5000  # gating images the width search runs on (a seeded sample beyond that): bounded memory
+VALIDATE_CHUNK = 4096  # eval images per chunk of the validation
 SPEC_FILE = "fixedpoint_spec.json"
 RESULT_FILE = "validate.json"
 HIST_FILES = {"arithmetic": "errors_arithmetic.png", "float_policy": "errors_float_policy.png"}
@@ -65,15 +68,36 @@ def make_unit(spec: FixedPointSpec, policy, params: dict) -> ExitUnit:
                     policy_sha256=policy.meta["policy_sha256"], policy_source=str(policy.path))
 
 
-def tap_tokens(fs, layers) -> dict:
-    """{layer: (q_int8 [n, N+1, d], token_scale)} from a feature set with exit-tap tokens."""
+def tap_tokens(fs, layers, rows=slice(None)) -> dict:
+    """{layer: (TapSums, token_scale)} of ``rows`` from a store with exit-tap sums (see
+    :mod:`analysis.features`): what the SSA and SAV stages read, S1 [n, d] and S2 [n]."""
+    n_tokens = int(fs.meta["geometry"]["patch_tokens"])
     out = {}
     for L in layers:
-        k = f"tokens_int8_L{L}"
-        if k not in fs.arrays:
-            raise InputError(f"{fs.path}: {k}: missing; allowed: a feature set built with exit-tap tokens")
-        out[L] = (fs[k], float(fs[f"token_scale_L{L}"][0]))
+        if L not in fs.tap_layers():
+            raise InputError(f"{fs.path}: tap_sum: no exit-tap sums of layer {L}; allowed: a store built with "
+                             "exit-tap tokens of the candidate layers")
+        s1, s2, e = fs.tap_sums(L, rows)
+        out[L] = (TapSums(s1, s2, n_tokens), math.ldexp(1.0, e))
     return out
+
+
+def run_chunked(unit, fs, layers, rows: np.ndarray | None = None, chunk: int = VALIDATE_CHUNK) -> tuple[dict, dict]:
+    """The fixed unit and its float64 reference on the exit-tap sums of ``fs`` (``rows`` or all), read and
+    run ``chunk`` images at a time; returns ({layer: outputs}, {layer: reference}) over all of them
+    (per-sample arrays only: memory grows with n by a few scalars per image)."""
+    n = len(fs) if rows is None else len(rows)
+    fixed_parts, ref_parts = [], []
+    for s in range(0, n, chunk):
+        sel = slice(s, min(n, s + chunk)) if rows is None else rows[s:s + chunk]
+        toks = tap_tokens(fs, layers, sel)
+        fixed_parts.append(V.run_unit(unit, toks))
+        ref_parts.append(V.run_reference(unit, toks))
+    return _concat(fixed_parts, layers), _concat(ref_parts, layers)
+
+
+def _concat(parts: list[dict], layers) -> dict:
+    return {L: {k: np.concatenate([p[L][k] for p in parts]) for k in parts[0][L]} for L in layers}
 
 
 def float_policy_outputs(policy, fs, layers) -> dict:
@@ -97,6 +121,13 @@ def float_policy_outputs(policy, fs, layers) -> dict:
 
 
 START_WIDTHS = ((30, 26), (26, 22), (24, 22), (22, 20))  # (activation, parameter) word lengths
+
+
+def search_rows(n: int, max_n: int = SEARCH_MAX_N) -> np.ndarray:
+    """The gating rows the width search runs on: all of them up to ``max_n``, else a seeded sample (sorted)."""
+    if n <= max_n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(20_000).choice(n, size=max_n, replace=False))
 
 
 def run_search(policy, params: dict, tokens: dict, full_pred: np.ndarray, target: float, start: FixedPointSpec | None,
@@ -192,11 +223,9 @@ def validate(policy, spec: FixedPointSpec, eval_fs, target: float, tap_meta: dic
     layers = policy.candidate_layers
     params = policy_unit_params(policy)
     unit = make_unit(spec, policy, params)
-    tokens = tap_tokens(eval_fs, layers)
     labels = np.asarray(eval_fs["labels"], np.int64)
     full_pred, _ = int8_full(eval_fs)
-    fixed = V.run_unit(unit, tokens)
-    ref = V.run_reference(unit, tokens)
+    fixed, ref = run_chunked(unit, eval_fs, layers)
     flt = float_policy_outputs(policy, eval_fs, layers)
     thr = {L: unit.layers[L]["logit_tau"] for L in layers}
     comps = {"arithmetic": _compare(fixed, ref, layers, full_pred, labels, thr),
@@ -208,7 +237,8 @@ def validate(policy, spec: FixedPointSpec, eval_fs, target: float, tap_meta: dic
             c["targets_met"] = _met(c, target)
     e2e_float = comps["float_policy"]["end_to_end"]
     taus = {str(L): float(params[L]["tau"]) for L in layers}
-    sat = {str(L): float(np.mean(np.abs(tokens[L][0].astype(np.int16)) >= 127)) for L in layers}
+    sat = {str(L): float(eval_fs.meta.get("tokens", {}).get("saturated_fraction", {}).get(str(L), float("nan")))
+           for L in layers}
     result = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "policy": {"path": str(policy.path), "policy_sha256": policy.meta["policy_sha256"], "seed": SEED,

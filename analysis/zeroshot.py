@@ -1,24 +1,74 @@
 """Zero-shot classification: class embeddings from prompt ensembles, and accuracy metrics."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from common import atomic
+from common.hashing import json_sha256
+
+
+TEXT_FORMAT_VERSION = 1
+DEFAULT_TEXT_CACHE = Path(".lraee-cache") / "features" / "text"
 
 
 @torch.no_grad()
 def class_embeddings(model, tokenizer, classnames: list[str], templates: list[str], device: str = "cpu",
-                     batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised mean over templates of the L2-normalised text embeddings: float32 [K, embed_dim]."""
-    out = []
-    for name in classnames:
-        prompts = [t.format(name) for t in templates]
-        feats = []
-        for i in range(0, len(prompts), batch_size):
-            toks = tokenizer(prompts[i:i + batch_size]).to(device)
-            feats.append(F.normalize(model.encode_text(toks).float(), dim=-1))
-        out.append(F.normalize(torch.cat(feats).mean(0), dim=-1))
-    return torch.stack(out).cpu()
+                     batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """L2-normalised mean over templates of the L2-normalised text embeddings: float32 [K, embed_dim].
+
+    All K x T prompts go through the text tower in batches of ``batch_size`` (class-major order),
+    whatever the class boundaries; the per-class mean is taken afterwards."""
+    prompts = [t.format(name) for name in classnames for t in templates]
+    T = len(templates)
+    feats = []
+    bar = tqdm(total=len(prompts), desc="text tower", unit="prompt", disable=not progress)
+    for i in range(0, len(prompts), batch_size):
+        toks = tokenizer(prompts[i:i + batch_size]).to(device)
+        feats.append(F.normalize(model.encode_text(toks).float(), dim=-1).cpu())
+        bar.update(len(toks))
+    bar.close()
+    per = torch.cat(feats).reshape(len(classnames), T, -1)
+    return F.normalize(per.mean(1), dim=-1)
+
+
+def text_cache_key(enc, classnames: list[str], templates: list[str]) -> dict:
+    """What identifies a set of class embeddings: the text side's weights, the class names, the templates."""
+    return {"format_version": TEXT_FORMAT_VERSION, "model": enc.name, "text_weights_sha256": enc.text_sha256(),
+            "classes_sha256": json_sha256(list(classnames)), "templates_sha256": json_sha256(list(templates))}
+
+
+def text_embeddings(enc, classnames: list[str], templates: list[str], cache_dir: str | Path = DEFAULT_TEXT_CACHE,
+                    device: str = "cpu", batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, bool]:
+    """Class embeddings float32 [K, embed_dim] for (text weights, class names, templates), computed once.
+
+    Cached in ``cache_dir/<model>-<hash16>.npy`` (+ ``.json`` with the key); the text tower is never
+    quantized, so every precision, split and stage shares one entry. Returns (embeddings, cache hit)."""
+    key = text_cache_key(enc, classnames, templates)
+    stem = Path(cache_dir) / f"{enc.name}-{json_sha256(key)[:16]}"
+    npy, js = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    if npy.is_file() and js.is_file():
+        try:
+            if json.loads(js.read_text(encoding="utf-8")).get("key") == key:
+                arr = np.load(npy)
+                if arr.shape == (len(classnames), arr.shape[1]) and arr.dtype == np.float32:
+                    return arr, True
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+    enc.model.to(device)
+    emb = class_embeddings(enc.model, enc.tokenizer, classnames, templates, device=device, batch_size=batch_size,
+                           progress=progress).numpy().astype(np.float32)
+    with atomic.atomic_path(npy) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, emb)
+    atomic.write_json(js, {"key": key, "classes": len(classnames), "templates": len(templates),
+                           "prompts": len(classnames) * len(templates), "shape": list(emb.shape)})
+    return emb, False
 
 
 def metrics(top5: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:

@@ -131,6 +131,33 @@ def bench_replay(n):
     print(f"  closed form (static, same result as replay): {(time.perf_counter() - t0) * 1e3:.1f} ms")
 
 
+def bench_issue15(n):
+    """Overlapped schedule, pipelined architecture, PE allocation, load sweep (issue 15)."""
+    from hwsim.load import load_sweep
+    from hwsim.overlap import evaluate_overlap
+    from hwsim.pipelined import allocate_pes, evaluate_pipelined
+    tr = make_trace(n)
+    print(f"\n[4] overlap / pipelined / load on a {n:,}-sample trace ({TINY.model})")
+    for policy in ("static", "stream"):
+        a = arch_from_dict({"batch": {"policy": policy, "size": 8}, "overlap": True})
+        c = build_costs(a, TINY, 25, a.effective_batch)
+        t0 = time.perf_counter()
+        r = evaluate_overlap(a, c, tr)
+        print(f"  overlap {policy:7s} {time.perf_counter() - t0:6.2f} s   makespan {r['makespan_cycles']:,} cycles "
+              f"(serial {evaluate(c, tr, policy, a.effective_batch)['makespan_cycles']:,})")
+    p = arch_from_dict({"architecture": "pipelined", "stages": [{"blocks": [1, 6]}, {"blocks": [7, 12]}]})
+    t0 = time.perf_counter()
+    r = evaluate_pipelined(p, TINY, tr)
+    print(f"  pipelined 2 stages  {time.perf_counter() - t0:6.2f} s   {r['throughput_img_s']:.0f} img/s")
+    t0 = time.perf_counter()
+    _, info = allocate_pes(p, TINY, tr, 2048)
+    print(f"  allocate_pes (64 shapes x 2 stages) {time.perf_counter() - t0:6.2f} s   {info['pes']} PEs")
+    a = arch_from_dict({"batch": {"policy": "static", "size": 8}})
+    t0 = time.perf_counter()
+    load_sweep(a, TINY, tr, (0.1, 0.5, 0.9))
+    print(f"  load sweep, 3 loads (SimPy, Poisson)  {time.perf_counter() - t0:6.2f} s")
+
+
 def bench_dse(n_configs, n_samples, workers):
     from hwsim.dse import Space, run_dse
     tr = make_trace(n_samples)
@@ -155,7 +182,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     ap.add_argument("--dataflows", default="ws", help="scalesim dataflows to compare, e.g. os,ws,is")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: cycles,replay,dse")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: cycles,replay,issue15,dse")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
     print(f"hwsim benchmark on {os.cpu_count()} CPUs; numpy {np.__version__}")
@@ -163,6 +190,8 @@ def main():
         bench_cycles(a.dataflows.split(","), a.quick)
     if "replay" not in skip:
         bench_replay(2000 if a.quick else 50000)
+    if "issue15" not in skip:
+        bench_issue15(2000 if a.quick else 50000)
     if "dse" not in skip:
         bench_dse(20 if a.quick else 1000, 2000 if a.quick else 50000, a.workers)
 

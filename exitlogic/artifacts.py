@@ -115,10 +115,11 @@ def load_policy(folder: str | Path) -> Policy:
     st = folder / "policy.safetensors"
     if not js.is_file():
         raise InputError(f"{js}: file not found; allowed: a folder written by `lraee train-exits`")
-    try:
-        meta = json.loads(js.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{js}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    from common.readers import read_json
+
+    meta = read_json(js, allowed="policy.json written by `lraee train-exits`")
+    if not isinstance(meta, dict):
+        raise InputError(f"{js}: <root>: expected a JSON object; allowed: policy.json written by `lraee train-exits`")
     if meta.get("schema_version") != POLICY_SCHEMA_VERSION:
         raise InputError(f"{js}: schema_version: {meta.get('schema_version')!r}; allowed: {POLICY_SCHEMA_VERSION}")
     if not st.is_file():

@@ -125,6 +125,12 @@ def _layer_norm(x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), eps=LN_EPS)
 
 
+def _rows(array, rows: np.ndarray, device: str) -> torch.Tensor:
+    """Rows ``rows`` of ``array`` (an in-memory array or a store's :class:`common.store.StoredArray`,
+    read by row so the split never sits in memory) as float32 on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(array[rows], dtype=np.float32)).to(device)
+
+
 def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], labels: np.ndarray,
                 text_embeddings: np.ndarray, logit_scale: float, layers: list[int], cfg: HeadTrainConfig, seed: int,
                 teacher: np.ndarray | None = None, device: str = "cpu", progress: bool = True,
@@ -148,11 +154,8 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
     torch.manual_seed(seed)
     heads = StackedHeads(list(range(G * D)), d, text_embeddings.shape[1], seed=seed).to(device)
     opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    keys = sorted({k for k, _ in groups})
-    X = {k: torch.from_numpy(np.ascontiguousarray(sources[k], dtype=np.float32)).to(device) for k in keys}
     Y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     T = F.normalize(torch.from_numpy(np.asarray(text_embeddings, np.float32)).to(device), dim=-1)
-    E = None if teacher is None else F.normalize(torch.from_numpy(np.asarray(teacher, np.float32)).to(device), dim=-1)
     distill = torch.tensor([sup == "distill" for _, sup in groups for _ in range(D)], dtype=torch.float32,
                            device=device)
     g = torch.Generator().manual_seed(seed + 1)
@@ -160,16 +163,17 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
     bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False)
     heads.train()
     for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=g).to(device)
+        order = torch.randperm(n, generator=g)
         for start in range(0, n, cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            xb = torch.cat([X[k][idx] for k, _ in groups], dim=1)  # [b, G*D, d]
+            rows = order[start:start + cfg.batch_size].numpy()
+            idx = torch.from_numpy(rows).to(device)
+            xb = torch.cat([_rows(sources[k], rows, device) for k, _ in groups], dim=1)  # [b, G*D, d]
             u = F.normalize(heads(xb), dim=-1)  # [b, G*D, e]
             logits = logit_scale * torch.einsum("nle,ke->nlk", u, T)
             loss = F.cross_entropy(logits.reshape(-1, T.shape[0]), Y[idx].repeat_interleave(G * D),
                                    reduction="sum") / len(idx)
-            if E is not None and distill.any():
-                cos = torch.einsum("nle,ne->nl", u, E[idx])
+            if teacher is not None and distill.any():
+                cos = torch.einsum("nle,ne->nl", u, F.normalize(_rows(teacher, rows, device), dim=-1))
                 loss = loss + cfg.distill_weight * ((1.0 - cos) * distill).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
+from common.names import identifier
 from exitlogic.fixedpoint.fixed import Fmt
 from exitlogic.fixedpoint.stages import clog2, log2_exact
 
+from .estimate import const_bits
 from .extension import cpp_type
 
 BLOCKS = ("head", "gate")
@@ -48,7 +50,6 @@ DEFAULT_MULTS = 128
 LATENCY_MAX_WEIGHTS = 4096
 HEAD_LAYERS = ("ssa", "ln", "fc1", "gelu", "fc2")
 GATE_LAYERS = ("gate", "comparator")
-_NAME = re.compile(r"[^A-Za-z0-9_]")
 _CPP_KEYWORDS = {"alignas", "alignof", "and", "asm", "auto", "bool", "break", "case", "catch", "char", "class",
                  "const", "continue", "default", "delete", "do", "double", "else", "enum", "explicit", "export",
                  "extern", "false", "float", "for", "friend", "goto", "if", "inline", "int", "long", "main",
@@ -59,18 +60,9 @@ _CPP_KEYWORDS = {"alignas", "alignof", "and", "asm", "auto", "bool", "break", "c
 
 
 def sanitize_identifier(name: str, what: str = "name", max_len: int = 48) -> str:
-    """A C++ identifier (and file-name stem) from user input: ``[A-Za-z0-9_]`` only, starting with a
-    letter, at most ``max_len`` characters, never a keyword.  Raises InputError if nothing usable is left."""
-    s = _NAME.sub("_", str(name)).strip("_")
-    s = re.sub(r"_+", "_", s)
-    if s and not s[0].isalpha():
-        s = "p_" + s
-    s = s[:max_len].rstrip("_")
-    if not s:
-        raise InputError(f"{what} {name!r}: nothing usable left after sanitising; allowed: letters, digits, '_'")
-    if s.lower() in _CPP_KEYWORDS:
-        s = s + "_prj"
-    return s
+    """A C++ identifier (and file-name stem) from user input (:func:`common.names.identifier`, never a
+    C++ keyword or an hls4ml namespace)."""
+    return identifier(name, what, max_len, _CPP_KEYWORDS)
 
 
 def fixed_type(signed: bool, I: int, F: int) -> str:  # noqa: E741
@@ -381,6 +373,9 @@ def gate_block(unit, layer: int, opts: BlockOptions) -> BlockDef:
     info = {
         "gate": {"class": "Dense", "custom": False, "n_in": 3, "n_out": 1, "strategy": sg, "reuse_factor": rg,
                  "mult_widths": [i_in + f_in, wi + wf], "out_fmt": fg.ap_type(), "accum": prec["gate"]["accum"],
+                 # constant weights: the union-typed input times each weight's significant bits (hls.estimate)
+                 "mult_widths_each": [[i_in + f_in, const_bits(int(P[n][0]))]
+                                      for n in ("gate.w_conf", "gate.w_margin", "gate.w_sav")],
                  "rom_bits": {"weight": (3, wi + wf), "bias": (1, fm["gate.b"].W)}},
         "comparator": {"class": "LraeeExitComparator", "custom": True, "n_in": 1, "n_out": 2, "reuse_factor": 1,
                        "cmp_width": fg.W, "out_fmt": out_type, "rom_bits": {"threshold": (1, fg.W)}},

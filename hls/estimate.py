@@ -31,11 +31,20 @@ FORMULAS = {
                 "registers); else min over BRAM aspect ratios (36x512 ... 1x16384) of "
                 "ceil(word_bits / width) * ceil(rows / depth).  Dense weights under the Resource strategy are "
                 "reshaped by hls4ml into words of block_factor = ceil(n_in*n_out/RF) weights and RF rows",
+    "latency_strategy_dense": "ReuseFactor 1, constant weights (fixed from Yosys synth_xilinx counts of the RTL gate, "
+                              "rtl/; with RF > 1 the multipliers are shared as under Resource, no weight registers): each "
+                              "multiplier is w_in x (significant bits of its weight code: trailing zeros and "
+                              "redundant sign bits dropped), zero weights cost nothing; registers are the inputs "
+                              "(n_in * w_in) and the outputs (n_out * accum width) only (no weight registers; the "
+                              "operand/product registers of DSP-mapped products sit inside the DSP48E2); adders one "
+                              "LUT per bit over (nonzero terms + bias - 1) adders of width w_in + max weight bits + "
+                              "ceil(log2(n_in + 1)), per output. Per-multiplier widths come from the layer's "
+                              "'mult_widths_each' [[w_in, w_weight] per weight, row-major]",
     "lut": "adders: one LUT per bit (accumulators n_mult * accum width, the SSA/LN sums, the GELU index "
            "and interpolation); LUT multipliers w_a*w_b; 30 per wide DSP product (partial-product adds); "
            "Resource-strategy input muxes n_mult * w_in; ROMs kept in LUTs: bits / 64",
     "ff": "pipeline registers: every multiplier's operands and product (w_a + w_b + w_a + w_b) and every "
-          "accumulator (its width); Latency-strategy weights in registers (n_weights * w_weight)",
+          "accumulator (its width); Latency-strategy Dense: see latency_strategy_dense",
     "latency_cycles": "Dense: Latency strategy ceil(log2 n_in) + 2, Resource RF + ceil(log2(n_in / min(n_in, RF)))"
                       " + 3; SSA: d*RF + ceil(log2 N) + 3 (dataflow) or ceil(log2 N) + 3 (pipeline); LN: "
                       "3*d*RF + 2*MULT_PIPE + rsqrt + 2*MULT_PIPE (dataflow) or 2*ceil(log2 d) + same terms "
@@ -66,6 +75,16 @@ def bram18(rows: int, word_bits: int) -> int:
     return min(math.ceil(word_bits / w) * math.ceil(rows / d) for w, d in BRAM_CONFIGS)
 
 
+def const_bits(code: int) -> int:
+    """Significant bits of a constant multiplicand's signed code (trailing zeros dropped; 0 for 0)."""
+    c = abs(int(code))
+    if c == 0:
+        return 0
+    while c % 2 == 0:
+        c //= 2
+    return c.bit_length() + 1
+
+
 def _clog2(n: int) -> int:
     return max(int(n) - 1, 0).bit_length()
 
@@ -83,18 +102,32 @@ def layer_estimate(name: str, info: dict, style: str) -> dict:
     adders_bits = 0
     ff = 0
     roms = []  # (rows, word bits, copies)
+    fabric_mults: list[tuple[int, int, int]] = []  # Latency Dense: registers inside DSPs, see FORMULAS
     if cls == "Dense":
         n_in, n_out = info["n_in"], info["n_out"]
         n_mult = math.ceil(n_in * n_out / rf)
         wa, wb = info["mult_widths"]
         acc_w = _ap_width(info["accum"])
-        mults.append((n_mult, wa, wb))
-        adders_bits += n_mult * acc_w
-        ff += n_mult * acc_w
-        if info["strategy"] == "Latency":
+        if info["strategy"] == "Latency" and rf > 1:  # shared multipliers: the weights are no longer constants
+            mults.append((n_mult, wa, wb))
+            adders_bits += n_mult * acc_w
+            ff += n_in * wa + n_out * acc_w
             lat = _clog2(n_in) + 2
-            ff += n_in * n_out * wb
+        elif info["strategy"] == "Latency":
+            each = info.get("mult_widths_each") or [[wa, wb]] * (n_in * n_out)
+            for o in range(n_out):
+                row = [tuple(map(int, w)) for w in each[o * n_in:(o + 1) * n_in]]
+                live = [(a, b) for a, b in row if b > 0]
+                fabric_mults += [(1, a, b) for a, b in live]
+                if live:
+                    width = max(a for a, _ in live) + max(b for _, b in live) + _clog2(n_in + 1)
+                    adders_bits += len(live) * width  # (live terms + bias - 1) adders
+            ff += n_in * wa + n_out * acc_w
+            lat = _clog2(n_in) + 2
         else:
+            mults.append((n_mult, wa, wb))
+            adders_bits += n_mult * acc_w
+            ff += n_mult * acc_w
             lat = rf + _clog2(max(1, n_in // min(n_in, rf))) + 3
             adders_bits += n_mult * wa if rf > 1 else 0  # input muxes
             bf = math.ceil(n_in * n_out / rf)
@@ -140,9 +173,10 @@ def layer_estimate(name: str, info: dict, style: str) -> dict:
             if P and P > 1 and key in ("phi_table",):
                 copies = math.ceil(P / 2)  # two reads per element, dual-ported ROM copies
             roms.append((rows, bits, copies))
-    dsp = sum(c * dsp_per_mult(a, b) for c, a, b in mults)
-    lut = adders_bits + sum(c * lut_mult(a, b) for c, a, b in mults)
+    dsp = sum(c * dsp_per_mult(a, b) for c, a, b in mults + fabric_mults)
+    lut = adders_bits + sum(c * lut_mult(a, b) for c, a, b in mults + fabric_mults)
     ff += sum(c * 2 * (a + b) for c, a, b in mults)
+    ff += sum(c * (a + b) for c, a, b in fabric_mults if dsp_per_mult(a, b) == 0)  # LUT products: one register
     bram = 0
     for rows, bits, copies in roms:
         b = bram18(rows, bits)
@@ -150,7 +184,8 @@ def layer_estimate(name: str, info: dict, style: str) -> dict:
         if b == 0:
             lut += math.ceil(rows * bits / 64) * copies
     return {"class": cls, "custom": bool(info.get("custom")), "reuse_factor": rf,
-            "strategy": info.get("strategy"), "multipliers": sum(c for c, _, _ in mults), "dsp": int(dsp),
+            "strategy": info.get("strategy"), "multipliers": sum(c for c, _, _ in mults + fabric_mults),
+            "dsp": int(dsp),
             "bram_18k": int(bram), "lut": int(lut), "ff": int(ff), "latency_cycles": int(lat),
             "interval_cycles": int(ii)}
 

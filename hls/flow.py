@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +46,23 @@ def inside(root: Path, path: Path) -> Path:
     if p != r and r not in p.parents:
         raise InputError(f"{path}: resolves outside the output folder {root}; allowed: names inside --out")
     return p
+
+
+def requested_layers(policy, layers, vectors, needs_thresholds: bool) -> list[int]:
+    """The candidate layers a block flow builds (all of the policy's by default), each with input vectors;
+    a gate needs the policy's thresholds. One-line InputError otherwise (shared by hls and rtl)."""
+    cand = policy.candidate_layers
+    layers = list(cand) if not layers else [int(L) for L in layers]
+    bad = [L for L in layers if L not in cand]
+    if bad:
+        raise InputError(f"--layers {bad}: not candidate layers of {policy.path}; allowed: {cand}")
+    missing = [L for L in layers if L not in vectors.tokens]
+    if missing:
+        raise InputError(f"no input vectors for layers {missing}")
+    if needs_thresholds and policy.meta.get("thresholds") is None:
+        raise InputError(f"{policy.path / 'policy.json'}: thresholds: missing; run `lraee thresholds --policy "
+                         f"{policy.path}` first")
+    return layers
 
 
 def synthesis_tools() -> dict:
@@ -134,6 +153,15 @@ def build_spec(policy, vectors, spec_path: Path | None, log=print):
     return spec, {"source": "default_spec", "sized_on": f"{vectors.source} vectors"}
 
 
+def check_blocks(blocks) -> tuple:
+    """The one rule for ``--blocks``: a non-empty selection of :data:`hls.blocks.BLOCKS`."""
+    blocks = tuple(blocks)
+    bad_blocks = [b for b in blocks if b not in BLOCKS]
+    if bad_blocks or not blocks:
+        raise InputError(f"--blocks {list(blocks)}; allowed: {', '.join(BLOCKS)}")
+    return blocks
+
+
 def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[int] | None = None,
         blocks: tuple = BLOCKS, opts: BlockOptions | None = None, compile: bool = True, log=print,
         keep: dict | None = None) -> dict:
@@ -146,21 +174,63 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    cand = policy.candidate_layers
-    layers = list(cand) if not layers else [int(L) for L in layers]
-    bad = [L for L in layers if L not in cand]
-    if bad:
-        raise InputError(f"--layers {bad}: not candidate layers of {policy.path}; allowed: {cand}")
-    missing = [L for L in layers if L not in vectors.tokens]
-    if missing:
-        raise InputError(f"no input vectors for layers {missing}")
-    bad_blocks = [b for b in blocks if b not in BLOCKS]
-    if bad_blocks or not blocks:
-        raise InputError(f"--blocks {list(blocks)}; allowed: {', '.join(BLOCKS)}")
-    if policy.meta.get("thresholds") is None and "gate" in blocks:
-        raise InputError(f"{policy.path / 'policy.json'}: thresholds: missing; run `lraee thresholds --policy "
-                         f"{policy.path}` first")
+    check_blocks(blocks)
+    layers = requested_layers(policy, layers, vectors, needs_thresholds="gate" in blocks)
+    # everything is generated in a staging folder beside --out and moved in when complete: a failed or
+    # killed run leaves no partial project at the final path (and no --out when there was none)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        report = _generate(policy, vectors, stage, spec_path, layers, blocks, opts, compile, log, keep)
+        publish_tree(stage, out)
+    except BaseException as exc:
+        if not getattr(exc, "keep_stage", False):
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
+    for name, hm in (keep or {}).items():  # the kept models now live under --out
+        if hasattr(hm, "config") and name in report["blocks"]:
+            hm.config.config["OutputDir"] = str(out / name)
+    for name in report["blocks"]:
+        _repoint(out / name, stage, out)
+    syn = report["synthesis"]
+    log(f"wrote {len(report['blocks'])} projects and {out / 'hls_report.json'}")
+    if not syn["available"]:
+        log("synthesis needs Vitis HLS or Vivado HLS (vitis_hls / vivado_hls), which this machine lacks; "
+            + syn["how"])
+    return report
+
+
+def publish_tree(stage: Path, out: Path) -> None:
+    """Move the complete tree ``stage`` to ``out``: a rename when ``out`` does not exist, else entry by
+    entry (an entry of the same name is replaced; ``hls_report.json`` goes last)."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    try:
+        for entry in sorted(stage.iterdir(), key=lambda p: (p.name == "hls_report.json", p.name)):
+            dest = out / entry.name
+            if dest.exists() or dest.is_symlink():
+                os.replace(dest, trash / entry.name)
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+    stage.rmdir()
+
+
+def _repoint(project: Path, stage: Path, out: Path) -> None:
+    """hls4ml records its output folder in the project's config: point it at the final path."""
+    old, new = str(stage.resolve()), str(out.resolve())
+    for f in (project / "hls4ml_config.yml",):
+        if f.is_file():
+            text = f.read_text()
+            if old in text:
+                f.write_text(text.replace(old, new))
+
+
+def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compile, log, keep) -> dict:
+    """Write every project, the spec and the reports under ``out`` (the staging folder)."""
+    from exitlogic.fixedpoint import ExitUnit
 
     spec, spec_info = build_spec(policy, vectors, spec_path, log)
     sha = policy.meta["policy_sha256"]
@@ -208,8 +278,10 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
                         hm.compile()
                 except Exception as exc:  # g++ output is in hls4ml's printout: keep it for the user
                     (pdir / "hls4ml_log.txt").write_text(buf.getvalue())
-                    raise RuntimeError(f"{bd.name}: hls4ml compile failed ({exc}); compiler output in "
-                                       f"{pdir / 'hls4ml_log.txt'}") from exc
+                    err = RuntimeError(f"{bd.name}: hls4ml compile failed ({exc}); compiler output in "
+                                       f"{pdir / 'hls4ml_log.txt'} (the partial output folder is kept)")
+                    err.keep_stage = True
+                    raise err from exc
                 entry["timing_s"]["compile"] = round(time.time() - t1, 3)
                 t2 = time.time()
                 with contextlib.redirect_stdout(buf):
@@ -233,11 +305,6 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
     write_json(inside(out, out / "hls_timings.json"),
                {name: b.pop("timing_s") for name, b in report["blocks"].items() if "timing_s" in b})
     write_json(inside(out, out / "hls_report.json"), report)
-    syn = report["synthesis"]
-    log(f"wrote {len(report['blocks'])} projects and {out / 'hls_report.json'}")
-    if not syn["available"]:
-        log("synthesis needs Vitis HLS or Vivado HLS (vitis_hls / vivado_hls), which this machine lacks; "
-            + syn["how"])
     return report
 
 
@@ -275,8 +342,10 @@ def _summaries(report: dict) -> None:
 
 
 def load_report(path: Path) -> dict:
-    d = json.loads(Path(path).read_text())
-    if d.get("schema") != SCHEMA:
-        raise InputError(f"{path}: schema {d.get('schema')!r}; allowed: {SCHEMA!r}")
+    from common.readers import read_json
+
+    d = read_json(path, allowed="hls_report.json of `lraee hls`")
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise InputError(f"{path}: schema {d.get('schema') if isinstance(d, dict) else d!r}; allowed: {SCHEMA!r}")
     return d
 

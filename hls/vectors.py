@@ -2,8 +2,9 @@
 
 Two sources, both tied to the policy by the feature-cache key (model weights, recipe, templates):
 
-* ``tap``: the exit-tap tokens the feature cache stores (``tokens_int8_L{L}``, ``token_scale_L{L}``,
-  see :mod:`analysis.features`), found in a cache folder or extracted on demand by the caller;
+* ``tap``: the exit-tap codes a feature store keeps for its first V images (``tap_tokens`` int8
+  [V, T, N+1, d] with ``tap_layers`` and ``tap_scale_exp``, see :mod:`analysis.features`), found in a
+  cache folder or built on demand by the caller; a slice is read, never the whole store;
 * ``derived``: int8 tokens derived deterministically from a cached float split of the policy's
   model (``ssa_mean``, ``cls``, ``sav`` per block): token 0 is the quantised [CLS] token, the N
   patch tokens are the real SSA mean plus Gaussian noise whose sample mean over the tokens is
@@ -14,15 +15,14 @@ Two sources, both tied to the policy by the feature-cache key (model weights, re
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
 from common.errors import InputError
+from common.store import Store
 
 
 @dataclass
@@ -48,82 +48,84 @@ def _matches(policy, key: dict) -> bool:
     return True
 
 
-def _sidecars(cache_dir: Path):
-    for js in sorted(Path(cache_dir).glob("*.json")):
-        st = js.with_suffix(".safetensors")
-        if not st.is_file():
-            continue
+def _stores(cache_dir: Path):
+    for d in sorted(Path(cache_dir).glob("*.store")):
         try:
-            meta = json.loads(js.read_text())
-        except (json.JSONDecodeError, OSError):
+            st = Store(d)
+        except InputError:
             continue
-        if isinstance(meta, dict) and isinstance(meta.get("key"), dict):
-            yield js, st, meta
+        if isinstance(st.meta.get("key"), dict):
+            yield d, st
 
 
 def tap_vectors(policy, cache_dir: Path, layers: list[int], n: int | None = None,
                 split: str | None = None) -> Vectors | None:
-    """Exit-tap tokens of ``layers`` from the cache folder, or None: a file of ``split`` if given, else
-    the eval split's if there is one, else the file with the most samples."""
+    """Exit-tap codes of ``layers`` from the cache folder, or None: a store of ``split`` if given, else
+    the eval split's if there is one, else the store with the most stored vectors."""
     best = None
-    for js, st, meta in _sidecars(cache_dir):
-        arrays = meta.get("arrays", {})
-        if not all(f"tokens_int8_L{L}" in arrays and f"token_scale_L{L}" in arrays for L in layers):
+    for path, st in _stores(cache_dir):
+        if "tap_tokens" not in st:
             continue
-        if split is not None and meta.get("data", {}).get("split") != split:
+        have = [int(L) for L in st.load("tap_layers")]
+        if not all(L in have for L in layers):
             continue
-        if not _matches(policy, meta["key"]):
+        if split is not None and st.meta.get("data", {}).get("split") != split:
             continue
-        count = arrays[f"tokens_int8_L{layers[0]}"]["shape"][0]
-        rank = (meta.get("data", {}).get("split") == "eval", count)  # the eval split first, then the most samples
+        if not _matches(policy, st.meta["key"]):
+            continue
+        count = st["tap_tokens"].shape[0]
+        rank = (st.meta.get("data", {}).get("split") == "eval", count)  # the eval split first, then the most vectors
         if best is None or rank > best[0]:
-            best = (rank, st)
+            best = (rank, path)
     if best is None:
         return None
-    return vectors_from_file(best[1], layers, n)
+    return vectors_from_store(best[1], layers, n)
 
 
-def vectors_from_file(path: Path, layers: list[int], n: int | None = None) -> Vectors:
-    arr = load_file(str(path))
+def vectors_from_store(path: Path, layers: list[int], n: int | None = None) -> Vectors:
+    """The first ``n`` stored exit-tap code vectors of ``layers`` ([n, N+1, d] int8 each) from a store."""
+    st = Store(path)
+    if "tap_tokens" not in st:
+        raise InputError(f"{path}: tap_tokens missing; allowed: a feature store built with exit-tap tokens")
+    have = [int(L) for L in st.load("tap_layers")]
+    exps_all = [int(e) for e in st.load("tap_scale_exp")]
     toks, exps = {}, {}
     for L in layers:
-        if f"tokens_int8_L{L}" not in arr:
-            raise InputError(f"{path}: tokens_int8_L{L} missing; allowed: a feature file with exit-tap tokens of "
-                             f"layers {layers}")
-        q = arr[f"tokens_int8_L{L}"]
-        toks[L] = np.ascontiguousarray(q[:n] if n else q)
-        s = float(np.asarray(arr[f"token_scale_L{L}"]).reshape(-1)[0])
-        m, e = math.frexp(s)
-        if m != 0.5:
-            raise InputError(f"{path}: token_scale_L{L} = {s}; allowed: a power of two")
-        exps[L] = e - 1
+        if L not in have:
+            raise InputError(f"{path}: tap_tokens: no codes of layer {L}; allowed: layers {have}")
+        j = have.index(L)
+        rows = slice(0, n) if n else slice(None)
+        toks[L] = np.ascontiguousarray(st["tap_tokens"][rows, j])
+        exps[L] = exps_all[j]
     return Vectors(toks, exps, "tap", [str(path)])
 
 
 def derived_vectors(policy, cache_dir: Path, layers: list[int], n: int, seed: int = 0) -> Vectors:
     """Deterministic int8 tokens from the cached float features of the policy's model (see module doc)."""
     found = []
-    for js, st, meta in _sidecars(cache_dir):
-        arrays = meta.get("arrays", {})
-        if not all(k in arrays for k in ("ssa_mean", "cls", "sav")):
+    for path, st in _stores(cache_dir):
+        if not all(k in st for k in ("ssa_mean", "cls", "sav")):
             continue
-        if meta.get("precision") != policy.meta.get("precision") or not _matches(policy, meta["key"]):
+        if st.meta.get("precision") != policy.meta.get("precision") or not _matches(policy, st.meta["key"]):
             continue
-        found.append((js, st, meta))
+        found.append((path, st))
     if not found:
         raise InputError(f"--cache-dir {cache_dir}: no cached features of the policy's model and recipe "
                          f"({policy.meta.get('model')}, {policy.meta.get('precision')}); allowed: the feature cache "
                          "`lraee train-exits` / `lraee exit-report` wrote for this policy")
-    # eval split first, then gating, then anything else (deterministic order)
+    # eval split first, then gating, then anything else (deterministic order); only the first n rows are read
     rank = {"eval": 0, "gating": 1, "train": 2}
-    found.sort(key=lambda t: (rank.get(t[2].get("data", {}).get("split", ""), 3), t[1].name))
+    found.sort(key=lambda t: (rank.get(t[1].meta.get("data", {}).get("split", ""), 3), t[0].name))
     feats = {"ssa_mean": [], "cls": [], "sav": []}
-    blocks = None
-    for _, st, meta in found:
-        arr = load_file(str(st))
-        blocks = meta.get("blocks", list(range(1, arr["ssa_mean"].shape[1] + 1)))
+    blocks, got = None, 0
+    for _, st in found:
+        if got >= n:
+            break
+        blocks = st.meta.get("blocks", list(range(1, st["ssa_mean"].shape[1] + 1)))
+        take = min(n - got, st["ssa_mean"].shape[0])
         for k in feats:
-            feats[k].append(arr[k])
+            feats[k].append(st[k][:take])
+        got += take
     ssa_mean = np.concatenate(feats["ssa_mean"])
     cls = np.concatenate(feats["cls"])
     sav = np.concatenate(feats["sav"])

@@ -1,4 +1,4 @@
-"""``lraee sim`` and ``lraee dse`` (hwsim commands). Each entry of REGISTRARS adds one command.
+"""``lraee sim``, ``lraee dse`` and ``lraee pipeline-sweep`` (hwsim commands). Each entry of REGISTRARS adds one command.
 
 Imports here stay torch-free; heavy modules are imported inside the command functions.
 """
@@ -34,8 +34,11 @@ def register_sim(sub) -> None:
     p = sub.add_parser(
         "sim", help="replay an exit trace on an accelerator (SimPy), or write a SCALE-Sim COMPUTE_REPORT.csv",
         description="Three uses: (1) --trace T --out DIR [--arch A]: replay a per-sample exit trace, and the "
-                    "same trace at full depth, writing DIR/summary.json and DIR/samples.csv; (2) --scalesim-cfg "
-                    "C --topology T --out DIR: write DIR/COMPUTE_REPORT.csv with SCALE-Sim v2's columns; "
+                    "same trace at full depth, writing DIR/summary.json and DIR/samples.csv (service and sojourn "
+                    "latency, latency under Poisson load, what bounds the config; monolithic, overlapped or "
+                    "pipelined architectures); (2) --scalesim-cfg C --topology T --out DIR: write "
+                    "DIR/COMPUTE_REPORT.csv with SCALE-Sim v2's columns (USER bandwidth: also BANDWIDTH_REPORT.csv "
+                    "and DETAILED_ACCESS_REPORT.csv); "
                     "(3) --geometry G --write-topology FILE: write the encoder's GEMMs as a SCALE-Sim topology.")
     p.add_argument("--arch", default=str(DEFAULT_ARCH), help="accelerator YAML (default: %(default)s)")
     p.add_argument("--trace", help="per-sample exit trace CSV (meta JSON beside it)")
@@ -46,6 +49,20 @@ def register_sim(sub) -> None:
     p.add_argument("--topology", help="SCALE-Sim topology CSV (conv or GEMM format)")
     p.add_argument("--topology-format", default="auto", choices=["auto", "conv", "gemm"])
     p.add_argument("--write-topology", metavar="FILE", help="write the geometry's GEMMs as a SCALE-Sim GEMM topology")
+    p.add_argument("--load", type=float, default=0.5,
+                   help="stated load for the latency-under-load result: Poisson arrivals at LOAD x the full-depth "
+                        "throughput (default: %(default)s)")
+    p.add_argument("--load-sweep", default="0.1,0.3,0.5,0.7,0.8,0.9,0.95",
+                   help="comma-separated loads of the load sweep (default: %(default)s; 'none' skips it)")
+    p.add_argument("--slo-us", type=float, default=None,
+                   help="latency SLO in us for SLO attainment (default: 2 x the full-depth service latency p99)")
+    p.add_argument("--size-stages", type=int, default=None, metavar="PES",
+                   help="pipelined arch: allocate the stages' arrays for the trace's exit profile within PES "
+                        "processing elements (minimum bottleneck stage) before simulating")
+    p.add_argument("--memory", default="scalesim", choices=["scalesim", "analytical"],
+                   help="with --scalesim-cfg and USER bandwidth: stall cycles from SCALE-Sim's memory system "
+                        "(scalesim, default; also writes BANDWIDTH_REPORT.csv and DETAILED_ACCESS_REPORT.csv) or "
+                        "from our analytical model")
     p.set_defaults(func=cmd_sim)
 
 
@@ -54,26 +71,47 @@ def cmd_sim(args) -> int:
     if sum(modes) != 1:
         raise InputError("sim: arguments: give exactly one of --trace, --scalesim-cfg with --topology, "
                          "--write-topology; allowed: one mode per call")
+    from common.atomic import check_out_dir, check_out_file
     if args.write_topology:
         from .scalesim_io import geometry_topology_rows, write_gemm_topology
+        check_out_file(args.write_topology, "--write-topology")
         write_gemm_topology(args.write_topology, geometry_topology_rows(_geometry(args)))
         print(f"wrote {args.write_topology}")
         return 0
     if not args.out:
         raise InputError("--out: missing; allowed: an output folder")
-    out = Path(args.out)
+    out = check_out_dir(args.out)
     if args.scalesim_cfg or args.topology:
         if not (args.scalesim_cfg and args.topology):
             raise InputError("--scalesim-cfg/--topology: both are needed; allowed: --scalesim-cfg FILE.cfg --topology FILE.csv")
-        from .scalesim_io import compute_report_rows, read_cfg, read_topology, stall_estimate, write_compute_report
-        cfg = read_cfg(args.scalesim_cfg)
-        layers = read_topology(args.topology, args.topology_format)
-        stalls = stall_estimate(layers, cfg) if cfg.bandwidth_mode == "USER" else None
-        rows = compute_report_rows(layers, cfg, stalls)
-        write_compute_report(out / "COMPUTE_REPORT.csv", rows)
-        print(f"wrote {out / 'COMPUTE_REPORT.csv'} ({len(rows)} layers, {cfg.dataflow}, {cfg.rows}x{cfg.cols})")
+        from . import scalesim_io as sio
+        cfg = sio.read_cfg(args.scalesim_cfg)
+        layers = sio.read_topology(args.topology, args.topology_format)
+        stalls, mem = None, None
+        if cfg.bandwidth_mode == "USER":
+            if args.memory == "scalesim":
+                mem = sio.scalesim_memory_for(layers, cfg)
+                stalls = mem.stall_cycles
+            else:
+                stalls = sio.stall_estimate(layers, cfg)
+        rows = sio.compute_report_rows(layers, cfg, stalls)
+        sio.write_compute_report(out / "COMPUTE_REPORT.csv", rows)
+        written = ["COMPUTE_REPORT.csv"]
+        if mem is not None:
+            bw_rows, det_rows = sio.access_report_rows(mem)
+            sio.write_report(out / "BANDWIDTH_REPORT.csv", sio.BANDWIDTH_REPORT_HEADER, bw_rows)
+            sio.write_report(out / "DETAILED_ACCESS_REPORT.csv", sio.DETAILED_REPORT_HEADER, det_rows)
+            written += ["BANDWIDTH_REPORT.csv", "DETAILED_ACCESS_REPORT.csv"]
+            inexact = int((~mem.exact).sum())
+            if inexact:
+                print(f"note: {inexact} layer(s) overflow a buffer half; their stalls and DRAM counts are estimates "
+                      "(exact only when every operand fits the active half of its buffer)")
+        print(f"wrote {', '.join(str(out / w) for w in written)} ({len(rows)} layers, {cfg.dataflow}, "
+              f"{cfg.rows}x{cfg.cols})")
         return 0
-    return _sim_trace(args, out)
+    from common.atomic import removed_on_error
+    with removed_on_error(out):
+        return _sim_trace(args, out)
 
 
 def _sim_trace(args, out: Path) -> int:
@@ -82,19 +120,43 @@ def _sim_trace(args, out: Path) -> int:
     from .config import load_arch
     from .costs import build_costs
     from .energy import table_for
-    from .replay import replay
     from .trace import read_trace
     from .workload import flops_saving, head_macs, vision_macs
 
+    from .costs import bound_of
+    from .load import load_sweep, simulate
+
+    loads = _loads(args.load_sweep)
+    if not 0 < args.load <= 2:
+        raise InputError(f"--load: {args.load}; allowed: a number in (0, 2] (fraction of the full-depth throughput)")
+    if args.slo_us is not None and args.slo_us <= 0:
+        raise InputError(f"--slo-us: {args.slo_us}; allowed: a number > 0 (microseconds)")
     arch = load_arch(args.arch)
     trace = read_trace(args.trace, args.trace_meta)
     geom = _geometry(args, trace)
     if geom.depth != trace.depth:
         raise InputError(f"{args.trace}: depth: trace depth {trace.depth} != geometry depth {geom.depth}; allowed: {geom.depth}")
+    sizing = None
+    if arch.architecture == "pipelined":
+        from .pipelined import allocate_pes, check_stages
+        check_stages(arch, geom.depth, args.arch)
+        if args.size_stages is not None:
+            arch, sizing = allocate_pes(arch, geom, trace, args.size_stages)
+    elif args.size_stages is not None:
+        raise InputError(f"--size-stages: {args.arch} is monolithic; allowed: an arch with architecture: pipelined")
     table = table_for(arch.energy)
-    costs = build_costs(arch, geom, trace.num_classes, arch.effective_batch, table)
-    ee = replay(arch, costs, trace)
-    full = replay(arch, costs, trace.full_depth())
+    ee = simulate(arch, geom, trace, table)
+    full = simulate(arch, geom, trace.full_depth(), table)
+    sweep = load_sweep(arch, geom, trace, sorted(set(loads) | {args.load}), args.slo_us)
+    stated = next(r for r in sweep["rows"] if r["load"] == args.load)
+    if arch.architecture == "pipelined":
+        from .pipelined import stage_arch
+        bn = ee["pipeline"]["bottleneck_stage"] - 1
+        sa = stage_arch(arch, bn)
+        bound = bound_of(build_costs(sa, geom, trace.num_classes, 1, table), 1)
+        bound["stage"] = bn + 1
+    else:
+        bound = bound_of(build_costs(arch, geom, trace.num_classes, arch.effective_batch, table), arch.effective_batch)
     fs = flops_saving(geom, trace.exit_layer)
 
     def saving(a, b):
@@ -111,7 +173,8 @@ def _sim_trace(args, out: Path) -> int:
     }
 
     def clean(s):
-        return {k: v for k, v in s.items() if not k.startswith("_") and k not in ("finish_cycles", "arrival_cycles")}
+        return {k: v for k, v in s.items() if not k.startswith("_")
+                and k not in ("finish_cycles", "arrival_cycles", "start_cycles")}
 
     summary = {
         "arch": arch.model_dump(), "energy_table": table.citation,
@@ -121,34 +184,66 @@ def _sim_trace(args, out: Path) -> int:
         "trace": {"path": str(args.trace), "samples": len(trace), "accuracy": trace.accuracy,
                   "mean_exit_layer": float(trace.exit_layer.mean())},
         "early_exit": clean(ee), "full_depth": clean(full), "savings": savings,
+        "bound": bound, "stage_sizing": sizing,
+        "at_load": stated,
+        "load_sweep": {k: v for k, v in sweep.items() if k != "rows"} | {"rows": [r for r in sweep["rows"]
+                                                                           if r["load"] in loads]},
     }
     f = arch.clock_mhz
     lat = ee["_latency_us"]
     with atomic_path(out / "samples.csv") as tmp:
         with tmp.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["sample_id", "exit_layer", "arrival_us", "finish_us", "latency_us", "latency_full_depth_us"])
+            w.writerow(["sample_id", "exit_layer", "arrival_us", "service_start_us", "finish_us", "latency_us",
+                        "service_latency_us", "latency_full_depth_us"])
+            svc = ee["_service_latency_us"]
             for i in range(len(trace)):
                 w.writerow([trace.sample_ids[i], int(trace.exit_layer[i]), ee["arrival_cycles"][i] / f,
-                            ee["finish_cycles"][i] / f, float(lat[i]), float(full["_latency_us"][i])])
+                            ee["start_cycles"][i] / f, ee["finish_cycles"][i] / f, float(lat[i]), float(svc[i]),
+                            float(full["_latency_us"][i])])
     write_json(out / "summary.json", summary)
     e, fd = ee, full
-    print(f"{len(trace)} samples on {arch.array.rows}x{arch.array.cols} {arch.array.dataflow} @ {arch.clock_mhz:g} MHz, "
-          f"{arch.batch.policy} batch {arch.effective_batch}, {arch.arrivals.mode} arrivals")
+    if arch.architecture == "pipelined":
+        hw = "pipelined " + " | ".join(f"{p['blocks'][0]}-{p['blocks'][1]}: {p['array']}" for p in ee["pipeline"]["stages"])
+    else:
+        hw = f"{arch.array.rows}x{arch.array.cols} {arch.array.dataflow}" + (" overlapped" if arch.overlap else "")
+    batching = ("one sample per stage" if arch.architecture == "pipelined"
+                else f"{arch.batch.policy} batch {arch.effective_batch}")
+    print(f"{len(trace)} samples on {hw} @ {arch.clock_mhz:g} MHz, {batching}, {arch.arrivals.mode} arrivals "
+          f"({ee['evaluator']})")
     print(f"{'':22s}{'early exit':>14s}{'full depth':>14s}{'saving':>10s}")
     rows = [("cycles", e["makespan_cycles"], fd["makespan_cycles"], savings["cycles_saving"]),
             ("throughput img/s", e["throughput_img_s"], fd["throughput_img_s"], savings["throughput_gain"]),
-            ("latency p50 us", e["latency_us"]["p50"], fd["latency_us"]["p50"], None),
-            ("latency p95 us", e["latency_us"]["p95"], fd["latency_us"]["p95"], savings["latency_p95_saving"]),
-            ("latency p99 us", e["latency_us"]["p99"], fd["latency_us"]["p99"], None),
+            ("service lat. p50 us", e["service_latency_us"]["p50"], fd["service_latency_us"]["p50"], None),
+            ("service lat. p99 us", e["service_latency_us"]["p99"], fd["service_latency_us"]["p99"], None),
+            (f"{arch.arrivals.mode} sojourn p50 us", e["latency_us"]["p50"], fd["latency_us"]["p50"], None),
+            (f"{arch.arrivals.mode} sojourn p95 us", e["latency_us"]["p95"], fd["latency_us"]["p95"],
+             savings["latency_p95_saving"]),
             ("energy/img uJ", e["energy_per_image_uj"]["total"], fd["energy_per_image_uj"]["total"], savings["energy_saving"]),
             ("MACs/img", e["macs_per_image"], fd["macs_per_image"], savings["macs_saving_incl_heads"])]
     for name, a, b, s in rows:
         print(f"{name:22s}{a:14.6g}{b:14.6g}{'' if s is None else f'{s:10.1%}':>10s}")
     print(f"FLOPs saving (backbone, paper's definition): {fs:.1%}")
+    st = stated
+    print(f"at load {st['load']:g} ({st['rate_img_s']:.4g} img/s Poisson, seed {arch.arrivals.seed}): sojourn p50 "
+          f"{st['sojourn_p50_us']:.4g} us, p99 {st['sojourn_p99_us']:.4g} us; service p50 {st['service_p50_us']:.4g} us; "
+          f"SLO {st['slo_us']:.4g} us met by {st['slo_attainment']:.1%}")
+    print(f"bound: {bound['bound']}" + (f" (stage {bound['stage']})" if "stage" in bound else ""))
     print(f"wrote {out / 'summary.json'}, {out / 'samples.csv'}")
     del np
     return 0
+
+
+def _loads(text: str) -> list[float]:
+    if text.strip().lower() == "none":
+        return []
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = [-1.0]
+    if not vals or any(not 0 < v <= 2 for v in vals):
+        raise InputError(f"--load-sweep: {text!r}; allowed: comma-separated numbers in (0, 2], or none")
+    return vals
 
 
 # ---- dse ----------------------------------------------------------------------------------
@@ -181,6 +276,8 @@ def cmd_dse(args) -> int:
         raise InputError(f"--max-configs: {args.max_configs}; allowed: an integer >= 1")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers: {args.workers}; allowed: an integer >= 1")
+    from common.atomic import check_out_dir, removed_on_error
+    check_out_dir(args.out)
     space = Space(args.space, args.max_configs)
     paths = list(space.trace_paths) + [Path(t) for t in args.trace]
     if not paths:
@@ -195,11 +292,65 @@ def cmd_dse(args) -> int:
     for p, t in zip(paths, traces):
         if t.depth != geom.depth:
             raise InputError(f"{p}: depth: {t.depth} != geometry depth {geom.depth}; allowed: {geom.depth}")
-    s = run_dse(space, traces, geom, args.out, workers=args.workers, scheduler=args.scheduler,
-                progress=not args.no_progress and sys.stderr.isatty(), policies=policies)
+    with removed_on_error(args.out):  # an unreachable scheduler or a failed sweep leaves no --out behind
+        s = run_dse(space, traces, geom, args.out, workers=args.workers, scheduler=args.scheduler,
+                    progress=not args.no_progress and sys.stderr.isatty(), policies=policies)
     print(json.dumps({k: s[k] for k in ("evaluations", "pareto_points", "seconds", "scheduler")}))
     print(f"wrote {Path(args.out) / 'results.csv'}, pareto.csv, pareto.png, dse.json")
     return 0
 
 
-REGISTRARS: list = [register_sim, register_dse]
+# ---- pipeline-sweep ---------------------------------------------------------------------
+def register_pipeline_sweep(sub) -> None:
+    p = sub.add_parser("pipeline-sweep", help="layer-pipelined accelerator: throughput and resources vs exit probability",
+                       description="For every exit probability, size the PEs of each stage of a pipelined arch "
+                                   "(architecture: pipelined) for that exit profile and compare with the arch file's "
+                                   "arrays and with the no-exit pipeline at equal PEs. Writes DIR/sweep.csv, "
+                                   "DIR/sweep.json, DIR/sweep.png.")
+    p.add_argument("--arch", required=True, help="pipelined accelerator YAML (architecture: pipelined, stages: ...)")
+    p.add_argument("--geometry", required=True, help="encoder geometry JSON (lraee info --json)")
+    p.add_argument("--exit-layer", type=int, default=None, help="block after which samples exit (default: the end "
+                                                                 "of the first stage)")
+    p.add_argument("--probs", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+                   help="comma-separated exit probabilities in [0, 1) (default: %(default)s)")
+    p.add_argument("--pe-budget", type=int, default=None, help="total PEs (default: the arch file's total)")
+    p.add_argument("--n", type=int, default=2000, help="samples per synthetic trace (default: %(default)s)")
+    p.add_argument("--num-classes", type=int, default=25, help="classes K of the exit head (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_pipeline_sweep)
+
+
+def cmd_pipeline_sweep(args) -> int:
+    from .config import load_arch
+    from .pipeline_sweep import sweep
+    arch = load_arch(args.arch)
+    if arch.architecture != "pipelined":
+        raise InputError(f"{args.arch}: architecture: {arch.architecture!r}; allowed: pipelined (with stages)")
+    geom = _geometry(args)
+    from .pipelined import check_stages
+    check_stages(arch, geom.depth, args.arch)
+    layer = args.exit_layer if args.exit_layer is not None else arch.stages[0].blocks[1]
+    if not 1 <= layer < geom.depth:
+        raise InputError(f"--exit-layer: {layer}; allowed: 1..{geom.depth - 1}")
+    try:
+        probs = [float(x) for x in args.probs.split(",") if x.strip()]
+    except ValueError:
+        probs = [-1.0]
+    if not probs or any(not 0 <= x < 1 for x in probs):
+        raise InputError(f"--probs: {args.probs!r}; allowed: comma-separated numbers in [0, 1)")
+    if args.n < 1 or args.num_classes < 1:
+        raise InputError(f"--n/--num-classes: {args.n}/{args.num_classes}; allowed: integers >= 1")
+    budget = args.pe_budget or sum(st.array.rows * st.array.cols for st in arch.stages)
+    s = sweep(arch, geom, args.out, layer, probs, budget, args.n, args.num_classes, args.seed)
+    print(f"{'p':>5s} {'sized img/s':>12s} {'fixed img/s':>12s} {'no-exit img/s':>14s}  sized arrays (buffer depth)")
+    rows = s["rows"]
+    for i in range(0, len(rows), 3):
+        a, b, c = rows[i:i + 3]
+        print(f"{a['exit_probability']:5.2f} {a['throughput_img_s']:12.5g} {b['throughput_img_s']:12.5g} "
+              f"{c['throughput_img_s']:14.5g}  {a['stage_arrays']} ({a['conditional_buffer_depth']})")
+    print(f"wrote {args.out}/sweep.csv, sweep.json, sweep.png")
+    return 0
+
+
+REGISTRARS: list = [register_sim, register_dse, register_pipeline_sweep]

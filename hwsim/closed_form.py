@@ -36,17 +36,20 @@ class GroupPlan:
     size: np.ndarray         # (G,)
     arr: np.ndarray
     dram: np.ndarray
+    comp: np.ndarray | None  # array compute cycles only (arr = comp + stalls); with_compute=True
     vec: np.ndarray
     exit: np.ndarray
     energy: dict             # component -> (G, depth) pJ
     macs: np.ndarray         # (G, depth)
 
 
-def plan_groups(costs: StageCosts, trace: ExitTrace, group_size: int, starts=None) -> GroupPlan:
+def plan_groups(costs: StageCosts, trace: ExitTrace, group_size: int, starts=None,
+                with_compute: bool = False) -> GroupPlan:
     """Stage durations of groups of consecutive samples (static holes).
 
     Groups start every ``group_size`` samples, or at the sample indices ``starts`` (sorted,
-    starting with 0) when given.
+    starting with 0) when given. ``with_compute``: also fill ``comp`` (array compute cycles
+    without stalls; else it is None).
     """
     n, D = len(trace), trace.depth
     if starts is None:
@@ -82,6 +85,11 @@ def plan_groups(costs: StageCosts, trace: ExitTrace, group_size: int, starts=Non
         + (active & LD) * pad_cost(c.dram_cycles["final"]) + has_head * pad_cost(c.dram_cycles["head"])
     vec = active * pad_cost(c.vector_cycles["block"]) + L1 * pad_cost(c.vector_cycles["patch"]) \
         + (active & LD) * pad_cost(c.vector_cycles["final"]) + has_head * pad_cost(c.vector_cycles["head"])
+    comp_c = None
+    if with_compute:
+        comp_c = (active * pad_cost(c.compute_cycles["block"]) + L1 * pad_cost(c.compute_cycles["patch"])
+                  + (active & LD) * pad_cost(c.compute_cycles["final"])
+                  + has_head * pad_cost(c.compute_cycles["head"])).astype(np.int64)
     ex = c.exit_cycles[hmat]
     energy = {}
     for comp in ("mac", "sram", "vector"):   # clock-gated holes: live samples only
@@ -95,6 +103,7 @@ def plan_groups(costs: StageCosts, trace: ExitTrace, group_size: int, starts=Non
     macs = c.macs["block"][live] + L1 * c.macs["patch"][sz] + LD * c.macs["final"][live] + c.macs["head"][hmat]
     del sz
     return GroupPlan(gid=gid, size=size, arr=arr.astype(np.int64), dram=dram.astype(np.int64),
+                     comp=comp_c,
                      vec=vec.astype(np.int64), exit=ex.astype(np.int64), energy=energy, macs=macs)
 
 
@@ -119,21 +128,33 @@ def evaluate(costs: StageCosts, trace: ExitTrace, policy: str, batch_size: int) 
             "exit_unit": int(p.exit.sum())}
     energy = {k: float(v.sum()) for k, v in p.energy.items()}
     out = summarize(costs, trace, finish.astype(np.int64), np.zeros(len(trace), np.int64), makespan, busy,
-                    energy, int(p.macs.sum()))
+                    energy, int(p.macs.sum()), service_start=start[p.gid])
     return out
 
 
+def _stats(x) -> dict:
+    p50, p95, p99 = np.percentile(x, [50, 95, 99])
+    return {"mean": float(x.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
 def summarize(costs: StageCosts, trace: ExitTrace, finish, arrival, makespan: int, busy: dict,
-              energy: dict, macs: int) -> dict:
+              energy: dict, macs: int, service_start=None) -> dict:
     """Totals from per-sample finish/arrival cycles; adds leakage over the makespan.
 
+    ``latency_us`` is the sojourn latency (arrival to result: includes the wait for service,
+    which under closed arrivals is queueing behind the other samples); ``service_latency_us``
+    runs from the start of the sample's service (its group entering the accelerator) to its
+    result (``service_start``: cycles per sample; default: the arrival).
+
     Keys: n, makespan_cycles, makespan_us, throughput_img_s, latency_us {mean,p50,p95,p99},
+    service_latency_us {mean,p50,p95,p99},
     utilisation {array, dram, vector, exit_unit, pe}, energy_pj {component..., total},
     energy_per_image_uj {component..., total}, macs, macs_per_image, accuracy.
     """
     n = len(trace)
     f = costs.clock_mhz  # cycles per microsecond
     lat = (np.asarray(finish) - np.asarray(arrival)) / f
+    svc = (np.asarray(finish) - np.asarray(arrival if service_start is None else service_start)) / f
     makespan_us = makespan / f
     e = dict(energy)
     e["leakage"] = costs.static_mw * makespan_us * 1e3  # mW * us = nJ -> *1e3 pJ
@@ -147,8 +168,8 @@ def summarize(costs: StageCosts, trace: ExitTrace, finish, arrival, makespan: in
         "makespan_cycles": int(makespan),
         "makespan_us": makespan_us,
         "throughput_img_s": n / (makespan_us * 1e-6) if makespan else 0.0,
-        "latency_us": {"mean": float(lat.mean()), "p50": float(np.percentile(lat, 50)),
-                       "p95": float(np.percentile(lat, 95)), "p99": float(np.percentile(lat, 99))},
+        "latency_us": _stats(lat),
+        "service_latency_us": _stats(svc),
         "utilisation": util,
         "busy_cycles": busy,
         "energy_pj": e,
@@ -157,4 +178,5 @@ def summarize(costs: StageCosts, trace: ExitTrace, finish, arrival, makespan: in
         "macs_per_image": macs / n,
         "accuracy": trace.accuracy,
         "_latency_us": lat,
+        "_service_latency_us": svc,
     }

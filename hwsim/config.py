@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import InputError
 
@@ -18,10 +18,12 @@ from .cycles import DATAFLOWS, OS_VARIANTS
 
 BATCH_POLICIES = ("static", "regroup", "stream")
 ARRIVALS = ("closed", "poisson")
+ARCHITECTURES = ("monolithic", "pipelined")
+MEMORY_MODELS = ("analytical", "scalesim")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf / .nan are refused with the field
 
 
 class ArrayCfg(_Strict):
@@ -85,6 +87,22 @@ class BatchCfg(_Strict):
     max_in_flight: int = Field(1, gt=0, description="groups in the pipeline at once (1 = no overlap)")
 
 
+class PipelineStageCfg(_Strict):
+    """One stage of a layer-pipelined accelerator (``architecture: pipelined``): blocks
+    ``first..last`` (1-based, inclusive) run on the stage's own array and buffers."""
+
+    blocks: tuple[int, int] = Field(description="first and last block of the stage (1-based, inclusive)")
+    array: ArrayCfg = Field(default_factory=ArrayCfg)
+    sram: Optional[SramCfg] = Field(None, description="the stage's buffers (default: the top-level sram)")
+
+    @field_validator("blocks")
+    @classmethod
+    def _order(cls, v):
+        if v[0] < 1 or v[1] < v[0]:
+            raise ValueError("expected [first, last] with 1 <= first <= last")
+        return v
+
+
 class ArrivalCfg(_Strict):
     mode: Literal["closed", "poisson"] = "closed"
     rate_per_s: float = Field(100.0, gt=0, description="poisson arrival rate, images/s")
@@ -113,7 +131,7 @@ class ArchConfig(_Strict):
     """A whole accelerator. Every field has a default; see ``hwsim/configs/arch.yaml``."""
 
     name: str = "default"
-    clock_mhz: float = Field(500.0, gt=0)
+    clock_mhz: float = Field(500.0, gt=0, le=1e5, description="accelerator clock, MHz (at most 100 GHz)")
     array: ArrayCfg = Field(default_factory=ArrayCfg)
     precision: PrecisionCfg = Field(default_factory=PrecisionCfg)
     sram: SramCfg = Field(default_factory=SramCfg)
@@ -123,6 +141,32 @@ class ArchConfig(_Strict):
     batch: BatchCfg = Field(default_factory=BatchCfg)
     arrivals: ArrivalCfg = Field(default_factory=ArrivalCfg)
     energy: EnergyCfg = Field(default_factory=EnergyCfg)
+    memory: Literal["analytical", "scalesim"] = Field(
+        "analytical", description="DRAM traffic and stall model: ours (analytical) or SCALE-Sim v2's (USER bandwidth)")
+    overlap: bool = Field(False, description="double buffering across groups: array, DRAM, vector unit and exit "
+                                             "unit work concurrently on two groups in flight")
+    architecture: Literal["monolithic", "pipelined"] = "monolithic"
+    stages: list[PipelineStageCfg] = Field(default_factory=list,
+                                           description="pipelined: the stages, covering blocks 1..depth in order")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.architecture == "pipelined":
+            if not self.stages:
+                raise ValueError("architecture pipelined needs stages (a list of {blocks: [first, last], array: ...})")
+            prev = 0
+            for i, st in enumerate(self.stages):
+                if st.blocks[0] != prev + 1:
+                    raise ValueError(f"stages[{i}].blocks starts at {st.blocks[0]}, expected {prev + 1} "
+                                     "(stages must cover the blocks in order, without gaps)")
+                prev = st.blocks[1]
+        elif self.stages:
+            raise ValueError("stages are only used with architecture: pipelined")
+        if self.overlap and self.batch.policy == "regroup":
+            raise ValueError("overlap supports batch.policy static and stream (regroup forms groups dynamically)")
+        if self.overlap and self.batch.max_in_flight != 1:
+            raise ValueError("overlap runs two groups in flight (double buffering); leave batch.max_in_flight at 1")
+        return self
 
     @property
     def dram_bytes_per_cycle(self) -> float:
@@ -137,6 +181,7 @@ class ArchConfig(_Strict):
 _ALLOWED = {
     "dataflow": ", ".join(DATAFLOWS), "os_variant": ", ".join(OS_VARIANTS),
     "policy": ", ".join(BATCH_POLICIES), "mode": ", ".join(ARRIVALS),
+    "architecture": ", ".join(ARCHITECTURES), "memory": ", ".join(MEMORY_MODELS),
 }
 
 
@@ -147,6 +192,8 @@ def format_validation_error(source: str, err: ValidationError) -> str:
     msg = e["msg"]
     if e["type"] == "extra_forbidden":
         msg = "unknown field"
+    if e["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
     field = str(e["loc"][-1]) if e["loc"] else ""
     allowed = _ALLOWED.get(field)
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
@@ -165,17 +212,9 @@ def arch_from_dict(d: dict[str, Any], source: str = "<dict>") -> ArchConfig:
 
 def load_yaml(path: str | Path) -> Any:
     """Read a YAML file; InputError on a missing file or a syntax error."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"{path}: <root>: not valid YAML{where}") from None
+    from common.readers import read_yaml
+
+    return read_yaml(path) or {}
 
 
 def load_arch(path: str | Path) -> ArchConfig:

@@ -44,6 +44,7 @@ class StageCosts:
     compute_cycles: dict = field(default_factory=dict)
     stall_cycles: dict = field(default_factory=dict)
     dram_cycles: dict = field(default_factory=dict)
+    spill_cycles: dict = field(default_factory=dict)
     vector_cycles: dict = field(default_factory=dict)
     exit_cycles: np.ndarray | None = None
     energy: dict = field(default_factory=dict)
@@ -83,6 +84,7 @@ def build_costs(arch: ArchConfig, geometry: EncoderGeometry, num_classes: int, m
         comp = np.zeros(b.shape, np.int64)
         stall = np.zeros(b.shape, np.int64)
         dcyc = np.zeros(b.shape, np.int64)
+        spill = np.zeros(b.shape)
         e = {c: np.zeros(b.shape) for c in ("mac", "sram", "dram", "vector", "exit")}
         macs = np.zeros(b.shape, np.int64)
         bb = b[1:]
@@ -96,6 +98,7 @@ def build_costs(arch: ArchConfig, geometry: EncoderGeometry, num_classes: int, m
             comp[1:] += mem.compute_cycles
             stall[1:] += mem.stall_cycles
             dcyc[1:] += mem.dram_cycles
+            spill[1:] += np.broadcast_to(mem.spill_bytes, bb.shape) / arch.dram_bytes_per_cycle
             mac = mm * gm.k * gm.n * cnt
             macs[1:] += mac
             e["mac"][1:] += mac * e_mac
@@ -110,6 +113,7 @@ def build_costs(arch: ArchConfig, geometry: EncoderGeometry, num_classes: int, m
         out.compute_cycles[stage] = comp
         out.stall_cycles[stage] = stall
         out.dram_cycles[stage] = dcyc
+        out.spill_cycles[stage] = np.ceil(spill).astype(np.int64)
         out.vector_cycles[stage] = vcyc
         out.energy[stage] = e
         out.macs[stage] = macs
@@ -118,6 +122,30 @@ def build_costs(arch: ArchConfig, geometry: EncoderGeometry, num_classes: int, m
     e_eval = arch.exit_unit.energy_pj if arch.exit_unit.energy_pj is not None else table.exit_eval_pj(num_classes)
     out.energy["exit"] = b * e_eval
     return out
+
+
+BOUNDS = ("compute", "dram_bandwidth", "psum_spill", "vector_unit", "exit_unit")
+
+
+def bound_of(costs: StageCosts, batch: int) -> dict:
+    """What bounds one transformer block at group size ``batch`` (cycles of the block stage).
+
+    The array's time is split into compute cycles and memory stalls; the stalls are split
+    between psum spills and the other DRAM traffic in proportion to their DRAM cycles. Per
+    resource time: ``compute`` (array compute), ``dram_bandwidth`` (stalls of weight,
+    activation and output traffic), ``psum_spill`` (stalls of ws/is partial-sum spills),
+    ``vector_unit``, ``exit_unit`` (one candidate layer's gate evaluations, if any).
+    Returns ``{"bound": name, "cycles": {name: cycles}}`` with the largest share as the bound.
+    """
+    b = min(max(int(batch), 1), costs.max_batch)
+    comp = float(costs.compute_cycles["block"][b])
+    stall = float(costs.stall_cycles["block"][b])
+    d = float(costs.dram_cycles["block"][b])
+    sp = float(min(costs.spill_cycles["block"][b], d)) if costs.spill_cycles else 0.0
+    frac = sp / d if d else 0.0
+    cyc = {"compute": comp, "dram_bandwidth": stall * (1 - frac), "psum_spill": stall * frac,
+           "vector_unit": float(costs.vector_cycles["block"][b]), "exit_unit": float(costs.exit_cycles[b])}
+    return {"bound": max(cyc, key=cyc.get), "cycles": cyc}
 
 
 def exit_unit_timing(arch: ArchConfig) -> tuple[int, int]:
@@ -132,10 +160,11 @@ def exit_unit_timing(arch: ArchConfig) -> tuple[int, int]:
 
     x = arch.exit_unit
     if x.hls_report and Path(x.hls_report).is_file():
-        try:
-            d = json.loads(Path(x.hls_report).read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(f"{x.hls_report}: <root>: not valid JSON ({e.msg}); allowed: a JSON object") from None
+        from common.readers import read_json
+
+        d = read_json(x.hls_report, allowed="a JSON object (hls_report.json of lraee hls)")
+        if not isinstance(d, dict):
+            raise InputError(f"{x.hls_report}: <root>: expected a JSON object; allowed: hls_report.json of lraee hls")
         lat = d.get("latency_cycles", d.get("WorstLatency", d.get("BestLatency")))
         ii = d.get("interval_cycles", d.get("IntervalMax", d.get("IntervalMin")))
         if not isinstance(lat, int) or not isinstance(ii, int) or lat <= 0 or ii <= 0:

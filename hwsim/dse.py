@@ -12,6 +12,12 @@ A space file (YAML, see ``hwsim/configs/space.yaml``)::
       array.dataflow: [os, ws, is]
     traces: [trace.csv]        # optional; each trace is one exit-policy operating point
     area: {pe: 1.0, sram_kb: 1.0}   # area proxy = pe * PEs + sram_kb * SRAM KiB
+    scale_sram_with_array: {reference_pes: 1024}   # optional: every buffer x PEs / 1024
+
+Every row says what bounds the config (``bound``: compute, dram_bandwidth, psum_spill,
+vector_unit, exit_unit; ``stageK:...`` for a pipeline's bottleneck stage) and carries the
+service latency (start of service to result, no queueing) next to the closed-batch sojourn
+latency; the Pareto front uses the service latency p95.
 
 Each (config, trace) is evaluated with :func:`hwsim.closed_form.evaluate` when that is
 exact (closed arrivals, static or stream batches, one group in flight) and with the SimPy
@@ -47,7 +53,8 @@ from .pareto import pareto_mask
 from .trace import ExitTrace, PolicySet, apply_thresholds
 from .workload import flops_saving
 
-SPACE_KEYS = ("base", "mode", "samples", "seed", "max_configs", "parameters", "traces", "area", "geometry")
+SPACE_KEYS = ("base", "mode", "samples", "seed", "max_configs", "parameters", "traces", "area", "geometry",
+              "scale_sram_with_array")
 
 
 class Space:
@@ -64,6 +71,8 @@ class Space:
                 raise InputError(f"{src}: {k}: unknown field; allowed: {', '.join(SPACE_KEYS)}")
         self.path = path
         base = d.get("base")
+        if base is not None and not isinstance(base, str):
+            raise InputError(f"{src}: base: {base!r}; allowed: an arch YAML path (string)")
         self.base = load_arch(path.parent / base) if base else ArchConfig()
         self.mode = d.get("mode", "grid")
         if self.mode not in ("grid", "random"):
@@ -96,11 +105,34 @@ class Space:
             self.n_configs = s
         else:
             self.n_configs = grid
-        self.trace_paths = [path.parent / t for t in (d.get("traces") or [])]
+        traces = d.get("traces") or []
+        if not isinstance(traces, list) or not all(isinstance(t, str) and t.strip() for t in traces):
+            raise InputError(f"{src}: traces: {traces!r}; allowed: a list of trace CSV paths (strings, relative to "
+                             "the space file)")
+        self.trace_paths = [path.parent / t for t in traces]
         area = d.get("area") or {}
+        if not isinstance(area, dict) or set(area) - {"pe", "sram_kb"} or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in area.values()):
+            raise InputError(f"{src}: area: {area!r}; allowed: a mapping with pe and sram_kb, numbers >= 0")
         self.area_pe = float(area.get("pe", 1.0))
         self.area_kb = float(area.get("sram_kb", 1.0))
-        self.geometry_path = (path.parent / d["geometry"]) if d.get("geometry") else None
+        geometry = d.get("geometry")
+        if geometry is not None and not isinstance(geometry, str):
+            raise InputError(f"{src}: geometry: {geometry!r}; allowed: a geometry JSON path (string)")
+        self.geometry_path = (path.parent / geometry) if geometry else None
+        for key in ("seed", "max_configs"):
+            v = d.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if key == "max_configs" else 0)):
+                raise InputError(f"{src}: {key}: {v!r}; allowed: an integer >= {1 if key == 'max_configs' else 0}")
+        sc = d.get("scale_sram_with_array")
+        self.sram_reference_pes = None
+        if sc is not None:
+            ref = sc.get("reference_pes") if isinstance(sc, dict) else None
+            if not isinstance(sc, dict) or set(sc) != {"reference_pes"} or not isinstance(ref, int) or ref < 1:
+                raise InputError(f"{src}: scale_sram_with_array: {sc!r}; allowed: {{reference_pes: N}} with N an "
+                                 "integer >= 1 (buffers scale by PEs / N)")
+            self.sram_reference_pes = ref
         limit = max_configs if max_configs is not None else d.get("max_configs", 100000)
         self.max_configs = limit
 
@@ -152,16 +184,32 @@ def exact_closed_form(arch: ArchConfig) -> bool:
 
 
 def evaluate_config(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrace) -> dict:
-    """Summary of one accelerator on one trace (closed form where exact, else SimPy)."""
+    """Summary of one accelerator on one trace (closed form where exact, else SimPy), with
+    ``bound`` (what bounds the config, :func:`hwsim.costs.bound_of`)."""
+    from .costs import bound_of
+    if arch.architecture == "pipelined":
+        from .pipelined import evaluate_pipelined, stage_arch
+        s = evaluate_pipelined(arch, geometry, trace)
+        s["evaluator"] = "pipelined"
+        bn = s["pipeline"]["bottleneck_stage"] - 1
+        s["bound"] = f"stage{bn + 1}:" + bound_of(build_costs(stage_arch(arch, bn), geometry, trace.num_classes, 1),
+                                                  1)["bound"]
+        return s
     B = arch.effective_batch
     costs = build_costs(arch, geometry, trace.num_classes, B)
-    if exact_closed_form(arch):
+    bound = bound_of(costs, B)["bound"]
+    if arch.overlap:
+        from .overlap import evaluate_overlap
+        s = evaluate_overlap(arch, costs, trace)
+        s["evaluator"] = "overlap"
+    elif exact_closed_form(arch):
         s = evaluate(costs, trace, arch.batch.policy, B)
         s["evaluator"] = "closed_form"
     else:
         from .replay import replay
         s = replay(arch, costs, trace)
         s["evaluator"] = "replay"
+    s["bound"] = bound
     return s
 
 
@@ -204,6 +252,11 @@ def _eval_chunk(chunk: list, ctx: dict | None = None) -> list[dict]:
         d = _deepcopy(ctx["base"])
         for k, v in params.items():
             _set(d, k, v)
+        ref = ctx.get("sram_reference_pes")
+        if ref:   # scale the buffers with the array: KiB x PEs / reference PEs
+            f = d["array"]["rows"] * d["array"]["cols"] / ref
+            for key in ("ifmap_kb", "filter_kb", "ofmap_kb"):
+                d["sram"][key] = d["sram"][key] * f
         arch = ArchConfig.model_validate(d)
         for (ti, pid, th, trace), fs in zip(ctx["units"], ctx["flops"]):
             s = evaluate_config(arch, ctx["geometry"], trace)
@@ -220,8 +273,11 @@ def _deepcopy(d):
 
 
 def _row(cid, ti, pid, th, fs, params, arch, s, ctx) -> dict:
-    pes = arch.array.rows * arch.array.cols
-    sram_kb = arch.sram.ifmap_kb + arch.sram.filter_kb + arch.sram.ofmap_kb
+    if arch.architecture == "pipelined":
+        pes, sram_kb = s["pipeline"]["pes_total"], s["pipeline"]["sram_kb_total"]
+    else:
+        pes = arch.array.rows * arch.array.cols
+        sram_kb = arch.sram.ifmap_kb + arch.sram.filter_kb + arch.sram.ofmap_kb
     a_pe, a_kb = ctx["area"]
     row = {"config_id": cid, "trace_id": ti}
     if th is not None:
@@ -232,14 +288,17 @@ def _row(cid, ti, pid, th, fs, params, arch, s, ctx) -> dict:
         "accuracy": s["accuracy"] if s["accuracy"] is not None else "", "flops_saving": fs,
         "latency_mean_us": s["latency_us"]["mean"], "latency_p50_us": s["latency_us"]["p50"],
         "latency_p95_us": s["latency_us"]["p95"], "latency_p99_us": s["latency_us"]["p99"],
+        "service_latency_p50_us": s["service_latency_us"]["p50"],
+        "service_latency_p95_us": s["service_latency_us"]["p95"],
+        "service_latency_p99_us": s["service_latency_us"]["p99"],
         "throughput_img_s": s["throughput_img_s"], "makespan_cycles": s["makespan_cycles"],
         "energy_per_image_uj": s["energy_per_image_uj"]["total"],
     })
     for k in ENERGY_KEYS:
         row[f"energy_{k}_uj"] = s["energy_per_image_uj"][k]
     row.update({"macs_per_image": s["macs_per_image"], "pe_utilisation": s["utilisation"]["pe"],
-                "array_utilisation": s["utilisation"]["array"], "pes": pes, "sram_kb": sram_kb,
-                "area_proxy": a_pe * pes + a_kb * sram_kb, "evaluator": s["evaluator"]})
+                "array_utilisation": s["utilisation"].get("array", s["utilisation"].get("stage1", 0.0)), "pes": pes, "sram_kb": sram_kb,
+                "area_proxy": a_pe * pes + a_kb * sram_kb, "bound": s["bound"], "evaluator": s["evaluator"]})
     return row
 
 
@@ -271,15 +330,21 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
     out_dir = Path(out_dir)
     workers = workers or os.cpu_count() or 1
     chunk_size = chunk_size or max(1, min(50, space.n_configs // (max(workers, 1) * 8) or 1))
+    if space.base.architecture == "pipelined":
+        from .pipelined import check_stages
+        check_stages(space.base, geometry.depth, str(space.path))
     ctx = {"base": space.base.model_dump(), "geometry": geometry, "units": units,
+           "sram_reference_pes": space.sram_reference_pes,
            "flops": [flops_saving(geometry, u[3].exit_layer) for u in units], "area": (space.area_pe, space.area_kb)}
     keys = list(space.params)
     pcols = (["policy_id"] + [f"threshold_{L}" for L in policies.candidate_layers]) if policies else []
     cols = (["config_id", "trace_id"] + pcols + keys + ["accuracy", "flops_saving", "latency_mean_us",
-            "latency_p50_us", "latency_p95_us", "latency_p99_us", "throughput_img_s", "makespan_cycles",
+            "latency_p50_us", "latency_p95_us", "latency_p99_us", "service_latency_p50_us",
+            "service_latency_p95_us", "service_latency_p99_us", "throughput_img_s", "makespan_cycles",
             "energy_per_image_uj"]
             + [f"energy_{k}_uj" for k in ENERGY_KEYS]
-            + ["macs_per_image", "pe_utilisation", "array_utilisation", "pes", "sram_kb", "area_proxy", "evaluator"])
+            + ["macs_per_image", "pe_utilisation", "array_utilisation", "pes", "sram_kb", "area_proxy", "bound",
+               "evaluator"])
     objectives = []   # (config_id, trace_id, policy_id, -acc, p95, energy, area)
     t0 = time.perf_counter()
     bar = tqdm(total=total, desc="dse", unit="eval", disable=not progress)
@@ -293,7 +358,7 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
                     w.writerow(r)
                     acc = r["accuracy"] if r["accuracy"] != "" else 0.0
                     objectives.append((r["config_id"], r["trace_id"], r.get("policy_id"), -acc,
-                                       r["latency_p95_us"], r["energy_per_image_uj"], r["area_proxy"]))
+                                       r["service_latency_p95_us"], r["energy_per_image_uj"], r["area_proxy"]))
                 bar.update(len(rows))
 
             chunks = _chunks(space.configs(), chunk_size)
@@ -313,8 +378,9 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
     summary = {"space": str(space.path), "mode": space.mode, "evaluations": len(objectives),
                "configs": space.n_configs, "traces": len(traces), "pareto_points": int(mask.sum()),
                "seconds": elapsed, "scheduler": scheduler or f"process pool ({workers})",
-               "objectives": ["accuracy (max)", "latency_p95_us (min)", "energy_per_image_uj (min)",
+               "objectives": ["accuracy (max)", "service_latency_p95_us (min)", "energy_per_image_uj (min)",
                               "area_proxy (min)"],
+               "sram_scaled_with_array": space.sram_reference_pes,
                "flops_saving": [flops_saving(geometry, t.exit_layer) for t in traces]}
     if policies is not None:
         summary["policies"] = {
@@ -370,7 +436,7 @@ def _write_front(out_dir: Path, obj, ids, mask, with_policy: bool):
         with tmp.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["config_id", "trace_id"] + (["policy_id"] if with_policy else [])
-                       + ["accuracy", "latency_p95_us", "energy_per_image_uj", "area_proxy"])
+                       + ["accuracy", "service_latency_p95_us", "energy_per_image_uj", "area_proxy"])
             for i in np.nonzero(mask)[0]:
                 w.writerow(list(ids[i][:3] if with_policy else ids[i][:2])
                            + [-obj[i, 0], obj[i, 1], obj[i, 2], obj[i, 3]])
@@ -379,7 +445,7 @@ def _write_front(out_dir: Path, obj, ids, mask, with_policy: bool):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     if len(obj):
-        for ax, (xi, yi, xl, yl) in zip(axes, [(1, 2, "latency p95 (us)", "energy / image (uJ)"),
+        for ax, (xi, yi, xl, yl) in zip(axes, [(1, 2, "service latency p95 (us)", "energy / image (uJ)"),
                                              (2, 0, "energy / image (uJ)", "accuracy")]):
             y = -obj[:, yi] if yi == 0 else obj[:, yi]
             ax.scatter(obj[:, xi], y, s=6, c="0.7", label="all")
@@ -389,7 +455,7 @@ def _write_front(out_dir: Path, obj, ids, mask, with_policy: bool):
             ax.scatter(obj[mask, xi], y[mask], s=14, facecolors="none", edgecolors="C0", label="4-D front")
             ax.set_xlabel(xl); ax.set_ylabel(yl); ax.set_xscale("log")
             ax.legend(fontsize=7)
-    fig.suptitle("hwsim DSE: Pareto fronts (accuracy x latency x energy x area)")
+    fig.suptitle("hwsim DSE: Pareto fronts (accuracy x service latency x energy x area)")
     fig.tight_layout()
     with atomic_path(out_dir / "pareto.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)

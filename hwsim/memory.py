@@ -42,6 +42,7 @@ class GemmMemory:
     sram_filter_bits: np.ndarray
     sram_ofmap_bits: np.ndarray
     sram_fill_bits: np.ndarray
+    spill_bytes: np.ndarray | float = 0.0   # the psum-spill share of ``dram_bytes`` (ws/is), bytes
 
     @property
     def cycles(self) -> np.ndarray:
@@ -54,8 +55,12 @@ def gemm_memory(m, k, n, count, weights, arch) -> GemmMemory:
     Args:
         m, k, n, count: int arrays (broadcast).
         weights: bool array, True where the filter operand is a weight matrix (from DRAM).
-        arch: :class:`hwsim.config.ArchConfig`.
+        arch: :class:`hwsim.config.ArchConfig`. With ``arch.memory == "scalesim"`` the DRAM
+            traffic and stalls are SCALE-Sim v2's (:mod:`hwsim.scalesim_memory`).
     """
+    if getattr(arch, "memory", "analytical") == "scalesim":
+        from .scalesim_memory import scalesim_gemm_memory
+        return scalesim_gemm_memory(m, k, n, count, arch)
     a = arch.array
     m, k, n, count = (np.asarray(x, dtype=np.int64) for x in (m, k, n, count))
     weights = np.asarray(weights, dtype=bool)
@@ -114,4 +119,5 @@ def gemm_memory(m, k, n, count, weights, arch) -> GemmMemory:
         sram_filter_bits=sram_f * 8.0 * count,
         sram_ofmap_bits=sram_o * 8.0 * count,
         sram_fill_bits=fills,
+        spill_bytes=spill * count,
     )

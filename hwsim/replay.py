@@ -9,6 +9,8 @@ transfer cycles; a stage ends when both are done), then the vector stage, then, 
 candidate layer, the exit unit. Events are per group and layer, never per cycle.
 
 Arrivals: ``closed`` (all samples at t=0) or ``poisson`` (rate in images/s, seeded).
+A sample's service starts when its group enters the accelerator (a pipeline slot; for
+``regroup``, its first layer-1 group) and ends with its exit layer (``start_cycles``).
 Batch policies:
 
 * ``static``: groups of ``batch.size`` in arrival order (under poisson a group also closes
@@ -121,6 +123,7 @@ class _Sim:
         self.exit_unit = _Res(env, 1)
         self.slots = _Res(env, arch.batch.max_in_flight)
         self.finish = np.zeros(len(trace), np.int64)
+        self.start = np.zeros(len(trace), np.int64)   # service start: the group enters the accelerator
         self.busy = {"array": 0, "dram": 0, "vector": 0, "exit_unit": 0}
 
     def _dram_hold(self, d):
@@ -190,8 +193,9 @@ def replay(arch: ArchConfig, costs: StageCosts, trace: ExitTrace) -> dict:
     else:
         energy, macs = _run_static(sim, arrival, 1 if policy == "stream" else arch.batch.size, serial)
     makespan = int(sim.env.now)
-    out = summarize(costs, trace, sim.finish, arrival, makespan, sim.busy, energy, macs)
+    out = summarize(costs, trace, sim.finish, arrival, makespan, sim.busy, energy, macs, service_start=sim.start)
     out["finish_cycles"] = sim.finish
+    out["start_cycles"] = sim.start
     out["arrival_cycles"] = arrival
     return out
 
@@ -205,7 +209,7 @@ def _run_static(sim: _Sim, arrival: np.ndarray, size: int, serial: bool):
     release = release.tolist()
     exit_layer = sim.t.exit_layer.tolist()
     env = sim.env
-    finish = sim.finish
+    finish, start = sim.finish, sim.start
     # every stage of the plan runs exactly once (the DRAM transfer with its array stage)
     sim.busy.update(array=int(p.arr.sum()), dram=int((p.dram * (p.arr > 0)).sum()),
                     vector=int(p.vec.sum()), exit_unit=int(p.exit.sum()))
@@ -225,6 +229,7 @@ def _run_static(sim: _Sim, arrival: np.ndarray, size: int, serial: bool):
                 lo, hi = bounds[g], bounds[g + 1]
                 members = exit_layer[lo:hi]
                 row = dur[g]
+                start[lo:hi] = env.now
                 if hi - lo == 1:
                     for L in range(members[0]):
                         if row[L]:
@@ -247,6 +252,7 @@ def _run_static(sim: _Sim, arrival: np.ndarray, size: int, serial: bool):
         def group(g):
             lo, hi = bounds[g], bounds[g + 1]
             members = exit_layer[lo:hi]
+            start[lo:hi] = env.now
             yield from layers(stages[g], max(members), set(members),
                               lambda layer, now: finish_members(lo, members, layer, now))
             slots.release()
@@ -327,6 +333,8 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray, serial: bool):
         slot = sim.slots.request()
         yield slot if slot is not None else Timeout(env, 0)   # SimPy: a granted request is one step
         a, d, v, x = cost(L, members)
+        if L == 1:
+            sim.start[members] = int(env.now)
         if serial:
             if a + v + x:
                 yield Timeout(env, a + v + x)

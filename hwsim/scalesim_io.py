@@ -12,8 +12,11 @@
   (ofmap_h = ceil((H - Fh + S) / S)), K = Fh*Fw*C, N = filters.
 * ``COMPUTE_REPORT.csv``: SCALE-Sim v2's columns ``LayerID, Total Cycles, Stall Cycles,
   Overall Util %, Mapping Efficiency %, Compute Util %,``. With ``InterfaceBandwidth: CALC``
-  the numbers equal SCALE-Sim v2's (stalls are 0 there); with USER bandwidth our memory
-  model's stall estimate is added (SCALE-Sim's trace-driven stalls are not reproduced).
+  the numbers equal SCALE-Sim v2's (stalls are 0 there); with USER bandwidth the stalls come
+  from :mod:`hwsim.scalesim_memory` (SCALE-Sim's memory system; exact where every operand fits
+  the active half of its buffer) or, with ``--memory analytical``, from our memory model.
+* ``BANDWIDTH_REPORT.csv`` and ``DETAILED_ACCESS_REPORT.csv`` (USER bandwidth): SCALE-Sim v2's
+  columns, from :mod:`hwsim.scalesim_memory`.
 """
 from __future__ import annotations
 
@@ -59,9 +62,11 @@ def read_cfg(path: str | Path) -> ScaleSimConfig:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found; allowed: a SCALE-Sim .cfg file")
+    from common.readers import read_text
+
     cp = configparser.ConfigParser()
     try:
-        cp.read(path)
+        cp.read_string(read_text(path, allowed="a SCALE-Sim .cfg file (UTF-8 INI sections)"), source=str(path))
     except configparser.Error as e:
         raise InputError(f"{path}: <root>: not a valid .cfg ({type(e).__name__}); allowed: INI sections") from None
 
@@ -102,10 +107,9 @@ def read_topology(path: str | Path, fmt: str = "auto") -> list[TopoLayer]:
     path = Path(path)
     if fmt not in ("auto", "conv", "gemm"):
         raise InputError(f"--topology-format: {fmt!r}; allowed: auto, conv, gemm")
-    try:
-        lines = [ln.strip() for ln in path.read_text().splitlines()]
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found; allowed: a SCALE-Sim topology CSV") from None
+    from common.readers import read_text
+
+    lines = [ln.strip() for ln in read_text(path, allowed="a SCALE-Sim topology CSV").splitlines()]
     if not lines or not lines[0]:
         raise InputError(f"{path}: <header>: empty topology; allowed: a header line and >= 1 layer")
     header = [h.strip().lower() for h in lines[0].split(",")]
@@ -179,6 +183,55 @@ def compute_report_rows(layers: list[TopoLayer], cfg: ScaleSimConfig, stall_cycl
 def write_compute_report(path: str | Path, rows: list[tuple]) -> None:
     """Write COMPUTE_REPORT.csv atomically in SCALE-Sim v2's format."""
     text = COMPUTE_REPORT_HEADER + "\n" + "".join(", ".join(str(x) for x in r) + ",\n" for r in rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+BANDWIDTH_REPORT_HEADER = ("LayerID, Avg IFMAP SRAM BW, Avg FILTER SRAM BW, Avg OFMAP SRAM BW, Avg IFMAP DRAM BW, "
+                           "Avg FILTER DRAM BW, Avg OFMAP DRAM BW,")
+DETAILED_REPORT_HEADER = ("LayerID, SRAM IFMAP Start Cycle, SRAM IFMAP Stop Cycle, SRAM IFMAP Reads, "
+                          "SRAM Filter Start Cycle, SRAM Filter Stop Cycle, SRAM Filter Reads, "
+                          "SRAM OFMAP Start Cycle, SRAM OFMAP Stop Cycle, SRAM OFMAP Writes, "
+                          "DRAM IFMAP Start Cycle, DRAM IFMAP Stop Cycle, DRAM IFMAP Reads, "
+                          "DRAM Filter Start Cycle, DRAM Filter Stop Cycle, DRAM Filter Reads, "
+                          "DRAM OFMAP Start Cycle, DRAM OFMAP Stop Cycle, DRAM OFMAP Writes,")
+
+
+def scalesim_memory_for(layers: list[TopoLayer], cfg: ScaleSimConfig):
+    """:func:`hwsim.scalesim_memory.scalesim_memory` of the topology's layers (USER bandwidth)."""
+    from .scalesim_memory import scalesim_memory
+    m = np.array([x.m for x in layers]); k = np.array([x.k for x in layers]); n = np.array([x.n for x in layers])
+    return scalesim_memory(m, k, n, cfg.rows, cfg.cols, cfg.dataflow, cfg.ifmap_kb, cfg.filter_kb, cfg.ofmap_kb,
+                           cfg.bandwidth_words)
+
+
+def access_report_rows(mem) -> tuple[list[tuple], list[tuple]]:
+    """(BANDWIDTH_REPORT rows, DETAILED_ACCESS_REPORT rows) in SCALE-Sim v2's column order:
+    average SRAM bandwidth = accesses / total cycles, DRAM bandwidth = accesses / (stop - start
+    + 1), words per cycle; start/stop cycles printed as floats, counts as integers."""
+    bw_rows, det_rows = [], []
+    sram, dram = mem.detail["sram"], mem.detail["dram"]
+    for i in range(len(mem.compute_cycles)):
+        total = int(mem.total_cycles[i])
+        s_counts = (int(mem.ifmap_sram_reads[i]), int(mem.filter_sram_reads[i]), int(mem.ofmap_sram_writes[i]))
+        d_counts = (int(mem.ifmap_dram_reads[i]), int(mem.filter_dram_reads[i]), int(mem.ofmap_dram_writes[i]))
+        det, bws = [i], [i]
+        for op, cnt in zip(("ifmap", "filter", "ofmap"), s_counts):
+            det += [float(sram[op][0][i]), float(sram[op][1][i]), cnt]
+            bws.append(cnt / total)
+        d_bw = []
+        for op, cnt in zip(("ifmap", "filter", "ofmap"), d_counts):
+            a, b = float(dram[op][0][i]), float(dram[op][1][i])
+            det += [a, b, cnt]
+            d_bw.append(cnt / (b - a + 1))
+        bw_rows.append(tuple(bws + d_bw))
+        det_rows.append(tuple(det))
+    return bw_rows, det_rows
+
+
+def write_report(path: str | Path, header: str, rows: list[tuple]) -> None:
+    """Write a SCALE-Sim style report CSV (``header`` line, ``", "``-joined rows) atomically."""
+    text = header + "\n" + "".join(", ".join(str(x) for x in r) + ",\n" for r in rows)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 

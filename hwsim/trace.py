@@ -156,13 +156,10 @@ def default_evaluated(exit_layer: np.ndarray, candidates: Sequence[int]) -> np.n
 
 def _json_object(path: Path, missing: str, fields: str) -> dict:
     """The JSON object in ``path``; one-line InputError when it is missing, not JSON or not an object."""
+    from common.readers import read_json
+
     src = str(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{src}: file not found; allowed: {missing}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{src}: <root>: not valid JSON ({e.msg} at line {e.lineno}); allowed: a JSON object") from None
+    d = read_json(path, allowed=missing)
     if not isinstance(d, dict):
         raise InputError(f"{src}: <root>: expected an object; allowed: {fields}")
     return d
@@ -292,21 +289,18 @@ def read_trace(path: str | Path, meta_path: str | Path | None = None) -> ExitTra
         raise InputError(f"{src}: file not found; allowed: a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
     meta = _read_meta(Path(meta_path) if meta_path else meta_path_for(path))
     depth, cands = meta["depth"], tuple(sorted(meta["candidate_layers"]))
-    try:
-        fh = path.open(newline="")
-    except FileNotFoundError:
-        raise InputError(f"{src}: file not found; allowed: a CSV with columns {', '.join(REQUIRED_COLUMNS)}") from None
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"{src}: <header>: empty trace; allowed: a header with {', '.join(REQUIRED_COLUMNS)} and >= 1 row")
-        header = [h.strip() for h in header]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise InputError(f"{src}: {', '.join(missing)}: missing column; allowed columns: "
-                             f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
-        rows = [r for r in reader if r and any(x.strip() for x in r)]
+    from common.readers import read_csv
+
+    reader = iter(read_csv(path, allowed=f"a UTF-8 CSV with columns {', '.join(REQUIRED_COLUMNS)}"))
+    header = next(reader, None)
+    if header is None:
+        raise InputError(f"{src}: <header>: empty trace; allowed: a header with {', '.join(REQUIRED_COLUMNS)} and >= 1 row")
+    header = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise InputError(f"{src}: {', '.join(missing)}: missing column; allowed columns: "
+                         f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+    rows = [r for r in reader if r and any(x.strip() for x in r)]
     if not rows:
         raise InputError(f"{src}: <rows>: empty trace (no samples); allowed: >= 1 row")
     dup = sorted({h for h in header if header.count(h) > 1 and (h in REQUIRED_COLUMNS + OPTIONAL_COLUMNS

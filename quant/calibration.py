@@ -24,6 +24,7 @@ from torch import nn
 
 from common import atomic
 from common.errors import InputError
+from common.timing import PassTimer
 from quant.brevitas_model import quant_tapped_forward
 
 CALIB_FORMAT_VERSION = 1
@@ -64,10 +65,14 @@ def calibrate(qvisual: nn.Module, batches: Iterable[torch.Tensor], device: str =
         raise InputError("--calib-n: calibration needs at least one image; allowed: a positive number of images")
     n = 0
     qvisual.eval()
+    timer = PassTimer("calibration")
     with calibration_mode(qvisual):
         for x in _chain(first, batches):
+            timer.start()
             quant_tapped_forward(qvisual, x.to(device))
+            timer.stop(x.shape[0])
             n += int(x.shape[0])
+    timer.close()
     qvisual.lraee_calibrated = True
     return n
 

@@ -134,6 +134,40 @@ class LoadedEncoder:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def _memo(self, name: str, compute: Callable[[], str]) -> str:
+        """``compute()`` once while no tensor of the model was replaced or changed in place (storage
+        pointers and torch's version counters are the memo's key)."""
+        stamp = tuple((k, v.data_ptr(), v._version) for k, v in self.model.state_dict(keep_vars=True).items())
+        memo = self.__dict__.setdefault("_hash_memo", {})
+        if memo.get(name, (None,))[0] != stamp:
+            memo[name] = (stamp, compute())
+        return memo[name][1]
+
+    def weights_sha256(self) -> str:
+        """Content hash of the whole model's parameters and buffers (see :func:`state_dict_sha256`),
+        recomputed only after the weights change (hashing ViT-B/32 takes about a second)."""
+        return self._memo("weights", lambda: state_dict_sha256(self.model))
+
+    def text_sha256(self) -> str:
+        """Content hash of the text side only (every parameter and buffer outside ``visual.``): the key
+        of the text-embedding cache, unchanged by anything done to the image tower."""
+        return self._memo("text", lambda: state_dict_sha256(self.model, exclude_prefix="visual."))
+
+
+def state_dict_sha256(model: nn.Module, exclude_prefix: str | None = None) -> str:
+    """Content hash of a model's parameters and buffers (names, dtypes, shapes, bytes), optionally
+    without the entries whose name starts with ``exclude_prefix``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if exclude_prefix and k.startswith(exclude_prefix):
+            continue
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
 
 def geometry_of(model: nn.Module, name: str) -> EncoderGeometry:
     """Read the geometry off an open_clip CLIP model's image tower."""

@@ -83,13 +83,10 @@ class EncoderGeometry:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "EncoderGeometry":
+        from common.readers import read_json  # InputError is a ValueError: callers catch both
+
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: geometry file not found") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        d = read_json(path, allowed="a geometry JSON (lraee info --json)")
         return cls.from_dict(d, source=str(path))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Protocol
 
 import torch
 from torch import nn
@@ -84,37 +85,45 @@ def default_calibration_path(enc: LoadedEncoder, recipe: Recipe, method: str, n:
 
 
 def calibration_expect(enc: LoadedEncoder, recipe: Recipe, method: str) -> dict:
-    from analysis.features import state_dict_sha256
-
-    return {"model": enc.name, "weights_sha256": state_dict_sha256(enc.model), "recipe": recipe.descriptor(),
+    return {"model": enc.name, "weights_sha256": enc.weights_sha256(), "recipe": recipe.descriptor(),
             "method": method}
 
 
-def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str = "percentile", n: int = DEFAULT_CALIB_N,
-                    data: str = "procedural", batch_size: int = 64, device: str = "cpu", progress: bool = False,
+class CalibrationImages(Protocol):
+    """The calibration images as quant sees them (the caller owns the data: see
+    :class:`analysis.data.loader.SourceImages`): a name, a JSON-able descriptor, a count and batches
+    of normalised images float32 [B, 3, H, W]."""
+
+    name: str
+    descriptor: dict
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, device: str) -> Iterator[torch.Tensor]: ...
+
+
+def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str, images: CalibrationImages,
+                    batch_size: int = 64, device: str = "cpu", progress: bool = False,
                     out: str | Path | None = None) -> tuple[nn.Module, dict]:
-    """Build and calibrate the Brevitas tower on ``n`` images of ``data``'s calibration split.
+    """Build and calibrate the Brevitas tower on ``images`` (the calibration split).
 
     Writes the state to ``out`` (safetensors + JSON) when given. Returns (tower, sidecar dict).
     """
-    from analysis.data.sources import open_source
-    from analysis.features import image_batches
     from quant.brevitas_model import build_quant_visual
     from quant.calibration import calibrate, save_calibration
 
     check_calib_method(method)
-    if n is None or int(n) <= 0:
-        raise InputError(f"--calib-n {n}: calibration needs at least one image; allowed: a positive integer")
-    source = open_source(data, "calibration", int(n))
+    if len(images) <= 0:
+        raise InputError("--calib-n: calibration needs at least one image; allowed: a positive integer")
     qv = build_quant_visual(enc.model.visual, recipe, method).to(device)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(source), desc=f"calibrate {recipe.name}", unit="img")
+        bar = tqdm(total=len(images), desc=f"calibrate {recipe.name}", unit="img")
 
     def batches():
-        for _, x in image_batches(enc, source, batch_size):
+        for x in images.batches(batch_size, device):
             if bar is not None:
                 bar.update(x.shape[0])
             yield x
@@ -122,8 +131,8 @@ def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str = "percentil
     seen = calibrate(qv, batches(), device=device)
     if bar is not None:
         bar.close()
-    meta = {**calibration_expect(enc, recipe, method), "n": seen, "data": source.name,
-            "data_descriptor": source.descriptor, "split": "calibration"}
+    meta = {**calibration_expect(enc, recipe, method), "n": seen, "data": images.name,
+            "data_descriptor": images.descriptor, "split": "calibration"}
     if out is not None:
         meta = save_calibration(out, qv, meta)
         meta["path"] = str(out)
@@ -136,10 +145,13 @@ def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str = "percentil
 
 def prepare_recipe(enc: LoadedEncoder, precision: str | Recipe, scales: str = "po2",
                    calibration: str | Path | None = None, calib_method: str = "percentile",
-                   calib_n: int = DEFAULT_CALIB_N, calib_data: str = "procedural", engine: str = "fast",
+                   calib_images: CalibrationImages | None = None, engine: str = "fast",
                    cache_dir: str | Path = DEFAULT_CALIB_DIR, batch_size: int = 64, device: str = "cpu",
                    progress: bool = False, quiet: bool = False) -> PreparedRecipe:
-    """Build the image tower of a recipe (see module docstring)."""
+    """Build the image tower of a recipe (see module docstring).
+
+    ``calibration``: a saved calibration file; else ``calib_images`` name the default file (and
+    calibrate it when missing or stale)."""
     recipe = precision if isinstance(precision, Recipe) else parse_precision(precision, scales)
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: unknown; allowed: {', '.join(ENGINES)}")
@@ -163,12 +175,13 @@ def prepare_recipe(enc: LoadedEncoder, precision: str | Recipe, scales: str = "p
         meta = load_calibration(calibration, qv, expect)
         path = str(calibration)
     else:
-        if calib_n is None or int(calib_n) <= 0:
-            raise InputError(f"--calib-n {calib_n}: calibration needs at least one image; allowed: a positive integer")
-        from analysis.data.sources import open_source
-
-        data_name = open_source(calib_data, "calibration", int(calib_n)).name
-        path = default_calibration_path(enc, recipe, calib_method, int(calib_n), data_name, Path(cache_dir))
+        if calib_images is None:
+            raise InputError(f"--precision {recipe.name}: the INT8 model needs a calibration; allowed: "
+                             "--calibration FILE or calibration images")
+        if len(calib_images) <= 0:
+            raise InputError("--calib-n: calibration needs at least one image; allowed: a positive integer")
+        path = default_calibration_path(enc, recipe, calib_method, len(calib_images), calib_images.name,
+                                        Path(cache_dir))
         meta = None
         if path.is_file():
             old = read_calibration_meta(path)
@@ -178,12 +191,12 @@ def prepare_recipe(enc: LoadedEncoder, precision: str | Recipe, scales: str = "p
             else:
                 notes.append(f"calibration {path} was made for other weights or another recipe; recalibrating")
         if meta is None:
-            notes.append(f"calibrating {recipe.name} ({recipe.scales} scales, {calib_method}) on {calib_n} "
-                         f"{calib_data} calibration images -> {path}")
+            notes.append(f"calibrating {recipe.name} ({recipe.scales} scales, {calib_method}) on "
+                         f"{len(calib_images)} calibration images of {calib_images.name} -> {path}")
             if not quiet:
                 print(f"lraee: note: {notes[-1]}", file=sys.stderr)
-            qv, meta = run_calibration(enc, recipe, calib_method, int(calib_n), calib_data, batch_size, device,
-                                       progress, out=path)
+            qv, meta = run_calibration(enc, recipe, calib_method, calib_images, batch_size, device, progress,
+                                       out=path)
         path = str(path)
     run_visual = qv
     if engine == "fast":

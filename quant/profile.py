@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.timing import PassTimer
 from quant.taps import tapped_forward
 
 PROFILE_KEYS = ("block", "d_nat", "d_quant", "ratio", "cos_int8_fp32_pooled", "cos_int8_fp32_token_mean",
@@ -42,19 +43,27 @@ class _Acc:
 
 
 @torch.no_grad()
-def qirc_profile(visual_fp, prepared, batches, depth: int, progress_bar=None) -> dict:
+def qirc_profile(visual_fp, prepared, batches, depth: int, progress_bar=None, observe=None) -> dict:
     """Accumulate the profile over ``batches`` (normalised images [B, 3, H, W]).
 
     ``visual_fp`` is the FP32 image tower, ``prepared`` a :class:`quant.prepare.PreparedRecipe`.
+    ``observe(tokens, B)``, if given, sees the recipe's block outputs of every batch (e.g. a
+    :class:`quant.tap.TapScaleCounter`'s ``update_taps``), so other statistics of the same images
+    need no pass of their own.
     Returns ``{"n", "cos_embedding", "blocks": [record per block]}`` (keys: :data:`PROFILE_KEYS`).
     """
     acc = None
     n = 0
     cos_emb = 0.0
+    timer = PassTimer(f"profile {getattr(prepared, 'tag', 'int8')} + fp32")
     for x in batches:
+        timer.start()
         fp = tapped_forward(visual_fp, x)
         q = prepared.taps(x)
         B = x.shape[0]
+        timer.stop(2 * B)  # two towers
+        if observe is not None:
+            observe(q.tokens, B)
         if acc is None:
             acc = [_Acc(tuple(fp.tokens[1].shape[1:])) for _ in range(depth)]
         for L in range(1, depth + 1):
@@ -79,6 +88,7 @@ def qirc_profile(visual_fp, prepared, batches, depth: int, progress_bar=None) ->
         n += B
         if progress_bar is not None:
             progress_bar.update(B)
+    timer.close()
     if n == 0:
         raise ValueError("no images")
     blocks = []

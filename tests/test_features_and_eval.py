@@ -24,13 +24,16 @@ def test_cache_contents(tmp_path, tiny_random):
     assert fs["sav"].shape == (12, g.depth) and (fs["sav"] > 0).all()
     assert fs["final_embedding"].shape == (12, g.embed_dim)
     assert fs["top5"].shape == (12, 5) and fs["text_embeddings"].shape == (25, g.embed_dim)
-    meta = json.loads(fs.path.with_suffix(".json").read_text())
+    meta = json.loads((fs.path / "meta.json").read_text())["meta"]
     assert meta["blocks"] == list(range(1, g.depth + 1)) and meta["key"]["weights_sha256"]
+    assert fs.path.suffix == ".store" and sorted(p.name for p in fs.path.iterdir()) == sorted(
+        ["meta.json"] + [f"{k}.npy" for k in ("ssa_mean", "cls", "sav", "final_embedding", "top5", "labels",
+                                              "text_embeddings")])
 
 
 def test_cache_matches_direct_computation(tmp_path, tiny_random):
     """SSA mean, CLS and SAV of block 4 equal a direct tapped forward."""
-    from analysis.features import image_batches
+    from analysis.data.loader import image_batches
     from quant.taps import tapped_forward
 
     fs = _features(tiny_random, tmp_path, n=4)
@@ -49,16 +52,17 @@ def test_cache_hit_and_invalidation(tmp_path):
     torch.manual_seed(3)
     enc = load_encoder("tiny", random_init=True)
     first = _features(enc, tmp_path)
+    first_ssa = first["ssa_mean"][:]  # stores are read lazily: keep a copy before the rebuild replaces it
     again = _features(enc, tmp_path)
-    assert again.hit and np.array_equal(again["ssa_mean"], first["ssa_mean"])
+    assert again.hit and np.array_equal(again["ssa_mean"], first_ssa)
     assert not _features(enc, tmp_path, templates="simple").hit  # templates changed
     with torch.no_grad():
         enc.model.visual.transformer.resblocks[3].mlp.c_fc.bias.add_(0.5)  # weights changed
     rebuilt = _features(enc, tmp_path)
-    assert not rebuilt.hit and not np.array_equal(rebuilt["ssa_mean"][:, 3], first["ssa_mean"][:, 3])
-    assert np.array_equal(rebuilt["ssa_mean"][:, 2], first["ssa_mean"][:, 2])  # blocks before 4 unchanged
+    assert not rebuilt.hit and not np.array_equal(rebuilt["ssa_mean"][:, 3], first_ssa[:, 3])
+    assert np.array_equal(rebuilt["ssa_mean"][:, 2], first_ssa[:, 2])  # blocks before 4 unchanged
     # a damaged sidecar is rebuilt, not trusted
-    rebuilt.path.with_suffix(".json").write_text("{")
+    (rebuilt.path / "meta.json").write_text("{")
     assert not _features(enc, tmp_path).hit
     assert _features(enc, tmp_path).hit
 

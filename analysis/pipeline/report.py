@@ -81,6 +81,7 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
     res = _load(out / "trace" / "results.json")
     val = _load(out / "fixedpoint" / "validate.json")
     hls = _load(out / "hls" / "hls_report.json")
+    rtl = _load(out / "rtl" / "rtl_report.json")
     sim = _load(out / "hwsim" / "sim" / "summary.json")
     copies: list[tuple[Path, str]] = []
     secs: list[Section] = []
@@ -182,6 +183,8 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
         secs.append(fixedpoint_section(val, out, copies))
     if hls:
         secs.append(hls_section(hls))
+    if rtl:
+        secs.append(rtl_section(rtl))
     if sim:
         secs.append(hwsim_section(sim, out, copies))
     return secs, copies
@@ -233,6 +236,73 @@ def hls_section(hls: dict) -> Section:
     return s
 
 
+def rtl_section(rtl: dict) -> Section:
+    """Open RTL: Verilator exact-match fraction and Yosys counts beside the hls/estimate.py formulas."""
+    if rtl.get("status") != "done":
+        return Section("Open RTL of the exit blocks (Verilator, Yosys)", f"Skipped: {rtl.get('why', '')}.")
+    made = (f"ours: Verilog from the fixed-point spec, Verilator, Yosys synth_xilinx -family {rtl.get('family')} "
+            f"(part {rtl.get('part')}), out of context; estimates from hls/estimate.py")
+    s = Section("Open RTL of the exit blocks (Verilator, Yosys)",
+                f"RTL simulation with Verilator against the fixed-point model, overall exact-match fraction "
+                f"{rtl.get('exact_match')}; latency as stated in every block: {rtl.get('latency_ok')}. Head MLP: "
+                f"{rtl.get('head_mlp', {}).get('why', '')}.")
+    t = Table("Blocks: Yosys counts vs formula estimates", made,
+              ["block", "vectors", "exact match", "exit match", "latency / II (cycles)", "LUT (est.)", "FF (est.)",
+               "CARRY", "DSP (est.)", "BRAM_18K (est.)"])
+    for name, b in sorted(rtl.get("blocks", {}).items(), key=lambda kv: (kv[1]["layer"], kv[1]["kind"])):
+        c, e = b.get("sim", {}), b.get("estimate", {})
+        y = b.get("synth", {}).get("counts", {})
+
+        def ye(k, yk=None):
+            return f"{y.get(yk or k, '—')} ({e.get(k)})"
+
+        t.rows.append([name, c.get("vectors"), c.get("exact_match"), c.get("exit_match", "—"),
+                       f"{b.get('latency_cycles')} / {b.get('interval_cycles')}", ye("lut"), ye("ff"),
+                       y.get("carry", "—"), ye("dsp"), ye("bram_18k", "bram_18k_equiv")])
+    t.note = ("estimates: gate = the HLS gate block's formulas; ssa_sav = the HLS ssa layer's (mean only, all tokens "
+              "in parallel; no SAV formula exists), so that column compares two architectures")
+    s.tables.append(t)
+    return s
+
+
+def hwsim_compare_tables(out: Path) -> list:
+    """static / regroup / stream / pipelined (equal PEs) from hwsim/compare/*/summary.json."""
+    from hwsim.compare import VARIANTS
+
+    sims = {v: _load(out / "hwsim" / "compare" / v / "summary.json") for v in VARIANTS}
+    sims = {k: v for k, v in sims.items() if v}
+    if not sims:
+        return []
+    any_s = next(iter(sims.values()))
+    ld = any_s["at_load"]
+    t = Table(f"Batch policies and a layer-pipelined design, service latency at load {ld['load']:g}",
+              f"ours: {any_s['workload']['model']}, trace of {any_s['trace']['samples']} samples; Poisson arrivals "
+              f"(seed {any_s['arch']['arrivals']['seed']}) at {ld['load']:g} x each design's full-depth throughput; "
+              "SLO = 2 x the design's full-depth service p99",
+              ["design", "hardware", "throughput (img/s)", "vs full depth", "service p50 (µs)", "service p99 (µs)",
+               "sojourn p50 (µs)", "sojourn p99 (µs)", "SLO met", "energy / image (µJ)", "bound"])
+    for name, sm in sims.items():
+        a, ee, at = sm["arch"], sm["early_exit"], sm["at_load"]
+        if a.get("architecture") == "pipelined":
+            hw = " + ".join(f"{st['array']['rows']}x{st['array']['cols']} (blocks {st['blocks'][0]}-{st['blocks'][1]})"
+                            for st in a["stages"])
+            bufs = at.get("conditional_buffers", ee["pipeline"]["conditional_buffers"])
+            hw += "; cond. buffers at load (samples) " + ", ".join(f"L{b['layer']}: {b['depth_samples']}" for b in bufs)
+        else:
+            bs = 1 if a["batch"]["policy"] == "stream" else a["batch"]["size"]
+            hw = f"{a['array']['rows']}x{a['array']['cols']} {a['array']['dataflow']}, batch {bs}"
+        b = sm.get("bound", {})
+        t.rows.append([name, hw, f"{ee['throughput_img_s']:.4g}", f"{100 * sm['savings']['throughput_gain']:+.1f} %",
+                       f"{at['service_p50_us']:.4g}", f"{at['service_p99_us']:.4g}", f"{at['sojourn_p50_us']:.4g}",
+                       f"{at['sojourn_p99_us']:.4g}", f"{pct(at['slo_attainment'], 1)} % of ≤ {at['slo_us']:.4g} µs",
+                       f"{ee['energy_per_image_uj']['total']:.4g}",
+                       b.get("bound", "—") + (f" (stage {b['stage']})" if "stage" in b else "")])
+    t.note = ("Throughput with closed arrivals (capacity); latencies under Poisson arrivals at the stated load. "
+              "The pipelined design splits the blocks at an exit point into two stages whose arrays are sized for "
+              "this trace's exit profile within the monolithic array's PEs (lraee sim --size-stages).")
+    return [t]
+
+
 def hwsim_section(sim: dict, out: Path, copies: list) -> Section:
     arch = sim["arch"]
     made = (f"ours: {sim['workload']['model']}, trace of {sim['trace']['samples']} samples; "
@@ -243,17 +313,20 @@ def hwsim_section(sim: dict, out: Path, copies: list) -> Section:
         ["cycles (makespan)", f"{ee['makespan_cycles']:.6g}", f"{fd['makespan_cycles']:.6g}", pct(sv["cycles_saving"])],
         ["energy / image (µJ)", f"{ee['energy_per_image_uj']['total']:.4g}",
          f"{fd['energy_per_image_uj']['total']:.4g}", pct(sv["energy_saving"])],
-        ["latency p50 (µs)", f"{ee['latency_us']['p50']:.4g}", f"{fd['latency_us']['p50']:.4g}", "—"],
-        ["latency p95 (µs)", f"{ee['latency_us']['p95']:.4g}", f"{fd['latency_us']['p95']:.4g}",
-         pct(sv["latency_p95_saving"])],
+        ["service latency p50 (µs)", f"{ee['service_latency_us']['p50']:.4g}",
+         f"{fd['service_latency_us']['p50']:.4g}", "—"],
+        ["service latency p99 (µs)", f"{ee['service_latency_us']['p99']:.4g}",
+         f"{fd['service_latency_us']['p99']:.4g}", "—"],
         ["throughput (img/s)", f"{ee['throughput_img_s']:.4g}", f"{fd['throughput_img_s']:.4g}",
          f"{100 * sv['throughput_gain']:+.2f} (gain)"],
         ["MACs / image incl. heads", f"{ee['macs_per_image']:.4g}", f"{fd['macs_per_image']:.4g}",
          pct(sv["macs_saving_incl_heads"])],
         ["FLOPs saving (backbone, paper's definition)", "", "", pct(sv["flops_saving"])],
     ]
-    t.note = "Cycle, energy and latency savings differ from the FLOPs saving: exit heads, batching holes and memory."
+    t.note = ("Cycle, energy and latency savings differ from the FLOPs saving: exit heads, batching holes and memory. "
+              "Service latency: start of service to result (no queueing); closed-batch throughput.")
     s = Section("Hardware simulation (hwsim)", tables=[t])
+    s.tables += hwsim_compare_tables(out)
     front = out / "hwsim" / "dse" / "pareto.csv"
     if front.is_file():
         import csv
@@ -262,8 +335,8 @@ def hwsim_section(sim: dict, out: Path, copies: list) -> Section:
             rows = list(csv.DictReader(fh))
         if rows:
             cols = [c for c in ("config_id", "policy_id", "array.rows", "array.cols", "array.dataflow",
-                                "accuracy", "latency_p50_us", "energy_per_image_uj", "area") if c in rows[0]]
-            td = Table("DSE Pareto front (accuracy x latency x energy x area)", made.split(";")[0] +
+                                "accuracy", "service_latency_p95_us", "energy_per_image_uj", "area") if c in rows[0]]
+            td = Table("DSE Pareto front (accuracy x service latency x energy x area)", made.split(";")[0] +
                        f"; {len(rows)} Pareto points of the sweep", cols)
             for r in rows[:20]:
                 td.rows.append([r[c] for c in cols])

@@ -12,6 +12,8 @@ exits           heads, gates (every seed), candidate layers, LCT thresholds, Par
 trace           eval-split evaluation: per-sample trace, results.json, plots [exits/]
 fixedpoint      bit-width search and fixed-point vs float validation [fixedpoint/]
 hls             hls4ml projects per block, C-simulation, resource estimates [hls/]
+rtl             open RTL of the exit blocks: Verilator bit-exact check, Yosys counts [rtl/]
+                (skipped with a note, and a small rtl_report.json, without verilator / yosys)
 hwsim           SimPy replay of the trace and a DSE sweep over configs x Pareto policies [hwsim/]
 report          report.html, report.md and the figures beside them [report/]
 ==============  ==========================================================================
@@ -41,8 +43,9 @@ from common.errors import InputError
 from analysis.pipeline.config import RunConfig
 
 STATE_DIR = ".lraee-run"
-STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "hls", "hwsim", "report")
-PIPELINE_VERSION = 1
+STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "hls", "rtl", "hwsim",
+          "report")
+PIPELINE_VERSION = 2
 
 
 def _sha_obj(obj) -> str:
@@ -110,15 +113,22 @@ def run_pipeline(cfg: RunConfig, out: Path, stages: list[Stage], from_stage: str
     for flag, v in (("--from", from_stage), ("--until", until)):
         if v is not None and v not in names:
             raise InputError(f"{flag} {v!r}: unknown stage; allowed: {', '.join(names)}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / STATE_DIR).mkdir(exist_ok=True)
+    if from_stage is not None and until is not None and names.index(from_stage) > names.index(until):
+        raise InputError(f"--from {from_stage} --until {until}: {from_stage} comes after {until}, nothing would run; "
+                         f"allowed: --from at or before --until (stage order: {', '.join(names)})")
+    from common.atomic import removed_on_error
+
     cfg = absolute_paths(cfg)
     cwd = os.getcwd()
-    os.chdir(out)  # stages write paths relative to DIR: results do not depend on where DIR is
-    try:
-        return _run(cfg, stages, names, from_stage, until, progress, log)
-    finally:
-        os.chdir(cwd)
+    fresh = removed_on_error(out)  # a new DIR whose first stage fails is removed again
+    with fresh:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / STATE_DIR).mkdir(exist_ok=True)
+        os.chdir(out)  # stages write paths relative to DIR: results do not depend on where DIR is
+        try:
+            return _run(cfg, stages, names, from_stage, until, progress, log, fresh)
+        finally:
+            os.chdir(cwd)
 
 
 def absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -138,14 +148,15 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={
         "model": m.model_copy(update={"pretrained": tiny_or_name}),
         "data": d.model_copy(update={"source": src(d.source), "train_source": src(d.train_source),
-                                     "gating_source": src(d.gating_source), "classnames": ab(d.classnames),
+                                     "gating_source": src(d.gating_source),
+                                     "calibration_source": src(d.calibration_source), "classnames": ab(d.classnames),
                                      "templates": templates}),
         "runtime": r.model_copy(update={"cache_dir": ab(r.cache_dir)}),
         "hwsim": h.model_copy(update={"arch": ab(h.arch), "space": ab(h.space)}),
     })
 
 
-def _run(cfg, stages, names, from_stage, until, progress, log) -> dict:
+def _run(cfg, stages, names, from_stage, until, progress, log, fresh=None) -> dict:
     out = Path(".")
     ctx = Context(cfg, out, progress, log)
     force = False
@@ -172,10 +183,16 @@ def _run(cfg, stages, names, from_stage, until, progress, log) -> dict:
         folder.mkdir(parents=True)
         log(f"[{i + 1}/{len(stages)}] {st.name}: {st.help}")
         t0 = time.time()
-        files = st.run(ctx)
+        try:
+            files = st.run(ctx)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a failed stage leaves no partial folder behind
+            raise
         secs = time.time() - t0
         shas = {rel: sha256_file(out / rel) for rel in sorted(files)}
         atomic.write_json(_record_path(out, st.name), {"stage": st.name, "key": key, "outputs": shas})
+        if fresh is not None:
+            fresh.keep()  # a finished stage is kept for a resume, whatever fails later
         outputs_sha[st.name] = shas
         status[st.name] = {"status": "ran", "seconds": round(secs, 2)}
         log(f"[{i + 1}/{len(stages)}] {st.name}: done in {secs:.1f} s")

@@ -9,6 +9,7 @@ import yaml
 
 from common import atomic
 from analysis.pipeline.config import RunConfig
+from analysis.pipeline.datasets import role_specs
 from analysis.pipeline.runner import Context, Stage
 
 HWSIM_CONFIGS = Path(__file__).resolve().parents[2] / "hwsim" / "configs"
@@ -34,13 +35,21 @@ def precision_flags(ctx: Context) -> list:
 def runtime_flags(ctx: Context, cache: bool = True) -> list:
     r = ctx.cfg.runtime
     return (["--batch-size", r.batch_size, "--device", r.device] + (["--cache-dir", r.cache_dir] if cache else [])
-            + ([] if ctx.progress else ["--no-progress"]))
+            + ([] if ctx.progress else ["--no-progress"]) + (["--workers", r.workers] if r.workers is not None else [])
+            + (["--store-dtype", r.store_dtype] if cache else []))
 
 
 def data_flags(cfg: RunConfig, split: str = "eval", n: int | None = None) -> list:
     d = cfg.data
     return (["--data", d.source, "--split", split, "--templates", d.templates]
             + (["--classnames", d.classnames] if d.classnames else []) + (["--n", n] if n else []))
+
+
+def default_dse_workers() -> int:
+    """DSE processes when ``runtime.dse_workers`` is unset: the CPUs this process may use."""
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _rel(ctx: Context, *paths: Path) -> list[str]:
@@ -51,7 +60,6 @@ def _rel(ctx: Context, *paths: Path) -> list[str]:
 # ---- stages --------------------------------------------------------------------------------
 def run_model(ctx: Context) -> list[str]:
     """Check (or rebuild) the encoder weights; write model.json (name, weights hash, geometry)."""
-    from analysis.features import state_dict_sha256
     from quant.encoder import TINY_WEIGHTS, load_encoder
 
     m = ctx.cfg.model
@@ -60,7 +68,7 @@ def run_model(ctx: Context) -> list[str]:
         ctx.cli("train-tiny", "--out", TINY_WEIGHTS, *([] if ctx.progress else ["--no-progress"]))
     enc = load_encoder(m.name, m.pretrained, device=ctx.cfg.runtime.device, force_quick_gelu=m.force_quick_gelu)
     rec = {"model": enc.name, "pretrained": str(enc.pretrained) if enc.pretrained else None,
-           "weights_sha256": state_dict_sha256(enc.model), "geometry": enc.geometry.to_dict()}
+           "weights_sha256": enc.weights_sha256(), "geometry": enc.geometry.to_dict()}
     path = ctx.dir("model") / "model.json"
     atomic.write_json(path, rec)
     geo = ctx.dir("model") / "geometry.json"
@@ -68,11 +76,16 @@ def run_model(ctx: Context) -> list[str]:
     return _rel(ctx, path, geo)
 
 
+def calibration_spec(cfg: RunConfig) -> str:
+    """The calibration images' source spec (opened as split ``calibration``; see :mod:`.datasets`)."""
+    return role_specs(cfg)["calibration"].spec
+
+
 def run_calibration(ctx: Context) -> list[str]:
-    p, d = ctx.cfg.precision, ctx.cfg.data
+    p = ctx.cfg.precision
     out = calibration_file(ctx)
     ctx.cli("calibrate", *model_flags(ctx.cfg), "--precision", p.recipe, "--scales", p.scales,
-            "--calib-method", p.calib_method, "--calib-n", p.calib_n, "--data", d.source,
+            "--calib-method", p.calib_method, "--calib-n", p.calib_n, "--data", calibration_spec(ctx.cfg),
             "--batch-size", ctx.cfg.runtime.batch_size, "--device", ctx.cfg.runtime.device,
             *([] if ctx.progress else ["--no-progress"]), "--out", out)
     return _rel(ctx, out, out.with_suffix(".json"))
@@ -80,49 +93,45 @@ def run_calibration(ctx: Context) -> list[str]:
 
 def run_profile(ctx: Context) -> list[str]:
     out = ctx.dir("profile")
-    ctx.cli("profile", *model_flags(ctx.cfg), *precision_flags(ctx), *data_flags(ctx.cfg, "calibration",
-                                                                                  ctx.cfg.data.profile_n),
-            *runtime_flags(ctx), "--out", out)
+    d = ctx.cfg.data
+    ctx.cli("profile", *model_flags(ctx.cfg), *precision_flags(ctx), "--data", calibration_spec(ctx.cfg),
+            "--split", "calibration", "--n", d.profile_n, "--templates", d.templates,
+            *(["--classnames", d.classnames] if d.classnames else []), *runtime_flags(ctx), "--out", out)
     return _rel(ctx, out / "profile.json", out / "profile.png")
 
 
-def _splits(cfg: RunConfig) -> list[tuple[str, str, int | None]]:
-    d = cfg.data
-    return [(d.train_source or d.source, "train", d.train_n), (d.gating_source or d.source, "gating", d.gating_n),
-            (d.source, "eval", d.eval_n)]
-
-
 def run_features(ctx: Context) -> list[str]:
-    """Build the feature cache of every split the later stages read (one encoder, one prepared
-    recipe for all of them); write a manifest of the cache keys."""
-    from analysis.data.sources import open_source
-    from analysis.features import TAP_CALIB_N, calibrate_token_tap, get_features
+    """Build the store of every split and precision the later stages read, one backbone pass each (one
+    encoder, one prepared recipe; exit-tap scales from the profile stage's pass); write a manifest."""
+    from analysis.features import calibrate_token_tap, get_features, split_request
+    from analysis.pipeline.datasets import check_sources
     from analysis.templates import resolve_templates
     from quant.encoder import load_encoder
     from quant.prepare import prepare_recipe
 
     cfg = ctx.cfg
     m, p, r = cfg.model, cfg.precision, cfg.runtime
+    srcs = check_sources(cfg)
     enc = load_encoder(m.name, m.pretrained, device=r.device, force_quick_gelu=m.force_quick_gelu)
+    depth = enc.geometry.depth
     tname, templates = resolve_templates(cfg.data.templates)
-    recipes = {"recipe": prepare_recipe(enc, p.recipe, scales=p.scales, calibration=calibration_file(ctx),
-                                        calib_method=p.calib_method, device=r.device),
-               "fp32": prepare_recipe(enc, "fp32")}
-    # the exit policy trains and decides on the exit-tap tokens (see lraee train-exits)
-    calib = open_source(cfg.data.source, "calibration", TAP_CALIB_N, cfg.data.classnames)
-    exit_tap = calibrate_token_tap(enc, recipes["recipe"], calib, range(1, enc.geometry.depth + 1),
-                                   batch_size=r.batch_size, device=r.device, progress=ctx.progress,
-                                   cache_dir=cfg.runtime.cache_dir)
+    recipe = prepare_recipe(enc, p.recipe, scales=p.scales, calibration=calibration_file(ctx),
+                            calib_method=p.calib_method, device=r.device)
+    kw = dict(cache_dir=r.cache_dir, batch_size=r.batch_size, device=r.device, progress=ctx.progress,
+              workers=r.workers)
+    # the exit policy trains and decides on the exit-tap tokens (see lraee train-exits); the scales were
+    # counted by the profile stage's INT8 pass over the same calibration images (a cache hit here)
+    exit_tap = calibrate_token_tap(enc, recipe, srcs["calibration"], range(1, depth + 1), **kw)
     manifest = []
-    for source, split, n in _splits(cfg):
-        src = open_source(source, split, n, cfg.data.classnames)
-        for prec, prepared in recipes.items():
-            if split == "gating" and prec == "fp32":
-                continue
-            fs = get_features(enc, src, prepared, tname, templates, cfg.runtime.cache_dir, r.batch_size, r.device,
-                              ctx.progress, exit_tap=exit_tap if prec == "recipe" else None)
-            manifest.append({"split": split, "data": src.name, "precision": prepared.tag, "key": fs.meta["key"]})
-            ctx.log(f"  {'reused' if fs.hit else 'built'} {fs.path}")
+    plan = [("train", recipe, "train"), ("train", "fp32", "teacher"), ("gating", recipe, "gating"),
+            ("eval", recipe, "eval"), ("eval", "fp32", "teacher")]
+    for split, prec, role in plan:
+        prepared = prec if prec != "fp32" else prepare_recipe(enc, "fp32")
+        fs = get_features(enc, srcs[split], prepared, tname, templates, dtype=r.store_dtype,
+                          **split_request(role, exit_tap, depth), **kw)
+        manifest.append({"split": split, "role": role, "data": srcs[split].name, "precision": prepared.tag,
+                         "key": fs.meta["key"]})
+        ctx.log(f"  {'reused' if fs.hit else 'built'} {fs.path}")
     path = ctx.dir("features") / "manifest.json"
     atomic.write_json(path, {"entries": manifest})
     return _rel(ctx, path)
@@ -132,7 +141,8 @@ def run_exits(ctx: Context) -> list[str]:
     cfg, e, t = ctx.cfg, ctx.cfg.exits, ctx.cfg.thresholds
     out = ctx.dir("exits")
     d = cfg.data
-    ctx.cli("train-exits", *model_flags(cfg), *precision_flags(ctx), "--data", d.source, "--templates", d.templates,
+    ctx.cli("train-exits", *model_flags(cfg), *precision_flags(ctx), "--calib-data", calibration_spec(cfg),
+            "--tap-calib-n", d.profile_n, "--data", d.source, "--templates", d.templates,
             *(["--classnames", d.classnames] if d.classnames else []),
             *(["--train-data", d.train_source] if d.train_source else []),
             *(["--gating-data", d.gating_source] if d.gating_source else []),
@@ -177,27 +187,67 @@ def run_hls(ctx: Context) -> list[str]:
     return _rel(ctx, out / "hls_report.json")
 
 
+def rtl_tools() -> list[str]:
+    """The open RTL tools installed (part of the rtl stage's key: installing one reruns the stage)."""
+    from rtl import tools
+
+    return [t for t in tools.TOOLS if tools.find(t)]
+
+
+def run_rtl(ctx: Context) -> list[str]:
+    """Open RTL of the exit blocks (lraee rtl): Verilator bit-exact check of every block, Yosys counts of the
+    gate blocks (the ssa_sav block at d = 128 takes minutes in YoWASP Yosys: `lraee rtl --synth all`); skipped with a
+    one-line note (and a small rtl_report.json saying so) when Verilator or Yosys is missing."""
+    from rtl import tools
+    from rtl.flow import skipped_report
+
+    cfg, h = ctx.cfg, ctx.cfg.hls
+    out = ctx.dir("rtl")
+    missing = [t for t in tools.TOOLS if not tools.find(t)]
+    if missing:
+        why = f"{', '.join(missing)} not installed ({tools.INSTALL.format(tool=missing[0])})"
+        ctx.log(f"rtl: skipped: {why}")
+        skipped_report(out, missing, why)
+        return _rel(ctx, out / "rtl_report.json")
+    ctx.cli("rtl", "--policy", ctx.dir("exits"), "--spec", ctx.dir("fixedpoint") / "fixedpoint_spec.json",
+            *model_flags(cfg), *precision_flags(ctx), *data_flags(cfg, "eval", cfg.data.eval_n), *runtime_flags(ctx),
+            "--part", h.part, "--vectors", h.vectors, "--synth", "gate", "--out", out)
+    return _rel(ctx, out / "rtl_report.json")
+
+
 def run_hwsim(ctx: Context) -> list[str]:
     """Replay the trace on the accelerator (exit unit cost from hls_report.json) and sweep the DSE
     space over accelerator configs x the policy's Pareto threshold sets."""
     cfg = ctx.cfg
     out = ctx.dir("hwsim")
     arch_src = Path(cfg.hwsim.arch) if cfg.hwsim.arch else HWSIM_CONFIGS / "arch.yaml"
-    arch = yaml.safe_load(arch_src.read_text())
+    from common.readers import read_yaml
+
+    arch = read_yaml(arch_src, "hwsim.arch") or {}
     arch.setdefault("exit_unit", {})["hls_report"] = "../hls/hls_report.json"  # relative to this file
     arch_path = out / "arch.yaml"
     atomic.write_text(arch_path, yaml.safe_dump(arch, sort_keys=False))
     space_src = Path(cfg.hwsim.space) if cfg.hwsim.space else HWSIM_CONFIGS / "space.yaml"
-    space = yaml.safe_load(space_src.read_text())
+    space = read_yaml(space_src, "hwsim.space") or {}
     space["base"] = "arch.yaml"  # relative to the space file
     space_path = out / "space.yaml"
     atomic.write_text(space_path, yaml.safe_dump(space, sort_keys=False))
     trace = ctx.dir("trace") / "trace.csv"
     ctx.cli("sim", "--arch", arch_path, "--trace", trace, "--out", out / "sim")
     ctx.cli("dse", "--space", space_path, "--trace", trace, "--policies", ctx.dir("exits") / "pareto.json",
-            "--max-configs", cfg.hwsim.max_configs, "--workers", 2, "--out", out / "dse",
+            "--max-configs", cfg.hwsim.max_configs, "--workers", cfg.runtime.dse_workers or default_dse_workers(),
+            "--out", out / "dse",
             *([] if ctx.progress else ["--no-progress"]))
-    files = [p for p in sorted((out / "sim").iterdir()) + sorted((out / "dse").iterdir()) if p.is_file()]
+    # static / regroup / stream / pipelined (equal PEs) side by side, service latency at a stated load
+    from hwsim.compare import variants
+
+    meta = json.loads((ctx.dir("trace") / "trace.meta.json").read_text())
+    for name, (a, flags) in variants(arch, meta["candidate_layers"], meta["depth"]).items():
+        atomic.write_text(out / f"arch_{name}.yaml", yaml.safe_dump(a, sort_keys=False))
+        ctx.cli("sim", "--arch", out / f"arch_{name}.yaml", "--trace", trace, "--out", out / "compare" / name,
+                "--load", cfg.hwsim.load, "--load-sweep", "none", *flags)
+    files = [p for p in sorted((out / "sim").iterdir()) + sorted((out / "dse").iterdir())
+             + sorted((out / "compare").glob("*/summary.json")) if p.is_file()]
     return _rel(ctx, *files)
 
 
@@ -224,7 +274,9 @@ STAGE_LIST = [
     Stage("fixedpoint", ("exits",), _s("fixedpoint"), run_fixedpoint,
           "fixed-point exit unit: width search and validation against the float policy"),
     Stage("hls", ("fixedpoint",), _s("hls"), run_hls, "hls4ml exit blocks, C-simulation, resource estimates"),
+    Stage("rtl", ("fixedpoint",), lambda cfg: {**_s("hls")(cfg), "tools": rtl_tools()}, run_rtl,
+          "open RTL of the exit blocks: Verilator bit-exact check, Yosys synth_xilinx counts"),
     Stage("hwsim", ("trace", "hls"), _s("hwsim"), run_hwsim, "systolic-array replay and DSE sweep"),
-    Stage("report", ("profile", "trace", "fixedpoint", "hls", "hwsim"), lambda cfg: {}, run_report,
+    Stage("report", ("profile", "trace", "fixedpoint", "hls", "rtl", "hwsim"), lambda cfg: {}, run_report,
           "report.html and report.md"),
 ]

@@ -31,7 +31,7 @@ def _geometry(params_per_layer: dict, text_embeddings, samples: dict) -> dict:
     e, d = np.asarray(p["fc2.weight"]).shape
     k = np.asarray(text_embeddings).shape[0]
     q0 = next(iter(samples.values()))[0]
-    return {"n_tokens": int(np.asarray(q0).shape[1] - 1), "d": int(d), "e": int(e), "k": int(k)}
+    return {"n_tokens": int(q0.shape[1] - 1), "d": int(d), "e": int(e), "k": int(k)}
 
 
 def observed_ranges(params_per_layer: dict, text_embeddings, logit_scale: float, samples: dict,
@@ -326,7 +326,7 @@ def search_widths(spec: FixedPointSpec, params_per_layer: dict, text_embeddings,
     if criterion not in ("layer", "route"):
         raise InputError(f"search criterion {criterion!r}; allowed: layer, route")
     if criterion == "route":
-        ns = {np.asarray(q).shape[0] for q, _ in samples.values()}
+        ns = {q.shape[0] for q, _ in samples.values()}
         if full_pred is None or len(ns) != 1 or len(full_pred) not in ns:
             raise InputError("criterion 'route' needs the same samples at every layer and full_pred [n]")
     ev = _Evaluator(params_per_layer, text_embeddings, logit_scale, samples, spec.policy_sha256, criterion,

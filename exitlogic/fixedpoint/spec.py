@@ -336,13 +336,10 @@ class FixedPointSpec:
     def load(cls, path: str | Path, policy_sha256: str | None = None,
              policy_source: str | None = None) -> "FixedPointSpec":
         """Read and validate a spec; refuse it when ``policy_sha256`` differs from its own."""
+        from common.readers import read_json
+
         path = Path(path)
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"fixed-point spec {path}: file not found") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"fixed-point spec {path}: not valid JSON ({exc})") from None
+        obj = read_json(path, "fixed-point spec", allowed="fixedpoint_spec.json of `lraee validate-exits`")
         spec = cls.from_json(obj, source=str(path))
         spec.check_policy(policy_sha256, policy_source)
         return spec

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fixed import Fmt, WidthError, _round_shift, check_bits, quantize, requant
+from .fixed import Fmt, WidthError, _round_shift, check_bits, int_matmul, quantize, requant
+from .tapsums import TapSums, sums_of
 
 # ---------------------------------------------------------------------------------------
 # context: overflow counters and (optionally) kept intermediates
@@ -264,8 +265,10 @@ def norm_unit_rel_error(kind: str, lut_bits: int, newton_steps: int, fmts: dict)
 # ---------------------------------------------------------------------------------------
 
 
-def ssa_mean(q: np.ndarray, scale_exp: int, spec, consts: dict, ctx: Ctx):
+def ssa_mean(q, scale_exp: int, spec, consts: dict, ctx: Ctx):
     """SSA: mean of the N patch tokens, ``x = (sum_i q_i) * inv_N * 2**scale_exp``.
+
+    ``q``: int8 tokens [n, N+1, d] or their :class:`~exitlogic.fixedpoint.tapsums.TapSums`.
 
     * ``acc = sum_{i=1..N} q_i`` over the int8 codes (token 0, CLS, excluded), in
       ``ssa.acc`` (an integer format, ``F = 0``, validated wide enough: never overflows).
@@ -279,14 +282,16 @@ def ssa_mean(q: np.ndarray, scale_exp: int, spec, consts: dict, ctx: Ctx):
     fm = spec.formats
     f_acc, f_r, f_out = fm["ssa.acc"], fm["ssa.recip"], fm["ssa.out"]
     check_bits("ssa", f_acc.W + f_r.W, "acc * inv_N")
-    acc = q[:, 1:, :].sum(axis=1, dtype=np.int64)
+    acc = q.s1 if isinstance(q, TapSums) else q[:, 1:, :].sum(axis=1, dtype=np.int64)
     acc = ctx.cast("ssa.acc", acc, 0, f_acc)
     R = np.int64(consts["ssa.recip"])
     return ctx.cast("ssa.out", acc * R, f_r.F - scale_exp, f_out)
 
 
-def sav_exact(q: np.ndarray, scale_exp: int, spec, consts: dict, ctx: Ctx):
+def sav_exact(q, scale_exp: int, spec, consts: dict, ctx: Ctx):
     """SAV from the int8 codes: exact integer ``T``, then one scaling cast.
+
+    ``q``: int8 tokens [n, N+1, d] or their :class:`~exitlogic.fixedpoint.tapsums.TapSums`.
 
     * ``S1 = sum_i q_i`` (vector, d), ``S2 = sum_i ||q_i||**2`` over the N patch tokens,
       ``T = N * S2 - ||S1||**2`` (integers; ``T = N**2 * SAV / s_L**2`` exactly, ``T >= 0``).
@@ -300,10 +305,8 @@ def sav_exact(q: np.ndarray, scale_exp: int, spec, consts: dict, ctx: Ctx):
     fm = spec.formats
     f_acc, f_r, f_out = fm["sav.acc"], fm["sav.recip"], fm["sav.out"]
     check_bits("sav", f_acc.W + f_r.W, "T * inv_N2")
-    n_tok = q.shape[1] - 1
-    qp = q[:, 1:, :].astype(np.int32)
-    s1 = qp.sum(axis=1, dtype=np.int64)
-    s2 = np.einsum("nij,nij->n", qp, qp, dtype=np.int64)
+    sums = sums_of(q)
+    n_tok, s1, s2 = sums.n_tokens, sums.s1, sums.s2
     ns2 = ctx.cast("sav.acc", np.int64(n_tok) * s2, 0, f_acc)
     s1sq = ctx.cast("sav.acc", np.einsum("nj,nj->n", s1, s1), 0, f_acc)
     T = ns2 - s1sq
@@ -378,7 +381,7 @@ def dense(name: str, x: np.ndarray, fin: Fmt, w: np.ndarray, b: np.ndarray, spec
     f_al = max(fp, f_b.F)
     check_bits(name, fin.W + f_w.W + clog2(d_in) + (f_al - fp) + 1, "the accumulator sum_j W_oj x_j + b_o")
     check_bits(name, _ib(f_b) + f_al + 2, "the aligned bias")
-    acc = (x @ w.T) << np.int64(f_al - fp)
+    acc = int_matmul(x, w.T) << np.int64(f_al - fp)
     acc = acc + (b << np.int64(f_al - f_b.F))[None, :]
     return ctx.cast(f"{name}.out", acc, f_al, f_out)
 
@@ -455,7 +458,7 @@ def similarity(u: np.ndarray, fin: Fmt, text_scaled: np.ndarray, spec, ctx: Ctx)
     f_t, f_out = fm["sim.text"], fm["sim.logit"]
     fu = fin.F
     check_bits("sim", fin.W + f_t.W + clog2(u.shape[-1]), "sum_j u_j T_kj")
-    return ctx.cast("sim.logit", u @ text_scaled.T, fu + f_t.F, f_out)
+    return ctx.cast("sim.logit", int_matmul(u, text_scaled.T), fu + f_t.F, f_out)
 
 
 def softmax_stats(s: np.ndarray, fin: Fmt, spec, tables: dict, ctx: Ctx):

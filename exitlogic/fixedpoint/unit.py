@@ -30,6 +30,7 @@ from common.errors import InputError
 from . import stages as st
 from .fixed import WidthError, quantize, to_float
 from .spec import FORMATS, STAGE_OF, STAGE_ORDER, FixedPointSpec
+from .tapsums import TapSums
 
 PARAM_KEYS = ("ln.weight", "ln.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
               "gate.w", "gate.b", "gate.mu", "gate.sigma")
@@ -72,6 +73,16 @@ def _check_q(q: np.ndarray, n_tokens: int, d: int) -> np.ndarray:
             raise InputError(f"tokens must be int8 codes, got dtype {q.dtype}")
         q = q.astype(np.int8)
     return q
+
+
+def _check_sums(q: TapSums, n_tokens: int, d: int) -> TapSums:
+    if q.n_tokens != n_tokens or q.s1.ndim != 2 or q.s1.shape[1] != d or q.s2.shape != (q.s1.shape[0],):
+        raise InputError(f"tap sums must be S1 [n, {d}] and S2 [n] of {n_tokens} patch tokens, got S1 "
+                         f"{list(q.s1.shape)}, S2 {list(q.s2.shape)} of {q.n_tokens} tokens")
+    lim = 128 * n_tokens
+    if q.s1.size and (int(np.abs(q.s1).max()) > lim or int(q.s2.min()) < 0 or int(q.s2.max()) > lim * 128 * d):
+        raise InputError(f"tap sums outside the range of {n_tokens} int8 tokens (|S1| <= {lim})")
+    return TapSums(np.asarray(q.s1, np.int64), np.asarray(q.s2, np.int64), q.n_tokens)
 
 
 def _check_params(params_per_layer: dict, d: int, e: int) -> None:
@@ -168,7 +179,8 @@ class ExitUnit:
         """Initial pipeline state for ``run_stages``."""
         if layer not in self.layers:
             raise InputError(f"layer {layer} has no parameters (candidate layers: {sorted(self.layers)})")
-        q = _check_q(q, self.spec.n_tokens, self.spec.d)
+        q = _check_sums(q, self.spec.n_tokens, self.spec.d) if isinstance(q, TapSums) else \
+            _check_q(q, self.spec.n_tokens, self.spec.d)
         return {"layer": layer, "q": q, "e": scale_exponent(token_scale),
                 "ctx": st.Ctx(n=q.shape[0], keep=keep)}
 
@@ -281,17 +293,23 @@ def gelu_exact(x: np.ndarray) -> np.ndarray:
 
 def float_reference(params: dict, text_embeddings, logit_scale: float, q_int8, token_scale: float,
                     ln_eps: float = 1e-5, intermediates: bool = False) -> dict:
-    """The float64 policy on the dequantised tokens ``z = q * token_scale``.
+    """The float64 policy on the dequantised tokens ``z = q * token_scale`` (``q_int8``: tokens
+    [n, N+1, d] or their :class:`~exitlogic.fixedpoint.tapsums.TapSums`).
 
     Same outputs as :meth:`ExitUnit.run` (``pred, conf, margin, sav, gate_logit, exit``);
     ``intermediates=True`` adds ``values``: {cast point: float64 array} for range calibration.
     """
-    q = np.asarray(q_int8)
     s = float(token_scale)
-    z = q.astype(np.float64) * s
-    zp = z[:, 1:, :]
-    n_tok = zp.shape[1]
-    x = zp.mean(axis=1)
+    sums = q_int8 if isinstance(q_int8, TapSums) else None
+    if sums is None:
+        q = np.asarray(q_int8)
+        z = q.astype(np.float64) * s
+        zp = z[:, 1:, :]
+        n_tok = zp.shape[1]
+        x = zp.mean(axis=1)
+    else:  # S1 s / N is the float64 mean of the dequantised tokens (the sum of small integers is exact)
+        n_tok = sums.n_tokens
+        x = sums.s1.astype(np.float64) * s / n_tok
     mu = x.mean(axis=-1, keepdims=True)
     c = x - mu
     var = (c * c).mean(axis=-1, keepdims=True)
@@ -310,7 +328,11 @@ def float_reference(params: dict, text_embeddings, logit_scale: float, q_int8, t
     s2 = -np.partition(-logits, 1, axis=-1)[:, 1]
     conf = 1.0 / np.exp(logits - smax[:, None]).sum(axis=-1)
     margin = conf * (1.0 - np.exp(s2 - smax))
-    sav = ((zp - x[:, None, :]) ** 2).sum(axis=-1).mean(axis=1)
+    if sums is None:
+        sav = ((zp - x[:, None, :]) ** 2).sum(axis=-1).mean(axis=1)
+    else:  # SAV = (N S2 - ||S1||^2) s^2 / N^2, from the exact integer numerator
+        t_int = n_tok * sums.s2 - np.einsum("nj,nj->n", sums.s1, sums.s1)
+        sav = t_int.astype(np.float64) * (s * s) / (n_tok * n_tok)
     w = f64("gate.w").reshape(3)
     gm, gs = f64("gate.mu").reshape(3), f64("gate.sigma").reshape(3)
     feats = np.stack([conf, margin, sav], axis=-1)
@@ -319,11 +341,10 @@ def float_reference(params: dict, text_embeddings, logit_scale: float, q_int8, t
     out = {"pred": pred.astype(np.int64), "conf": conf, "margin": margin, "sav": sav, "gate_logit": g,
            "exit": g >= thr}
     if intermediates:
-        qp = q[:, 1:, :].astype(np.int64)
-        s1 = qp.sum(axis=1)
+        ts = sums if sums is not None else TapSums.of_tokens(q)
         wf, bf = fold_gate(params)
         out["values"] = {
-            "ssa.acc": s1, "ssa.out": x, "sav.acc": n_tok * (qp * qp).sum(axis=(1, 2)), "sav.out": sav,
+            "ssa.acc": ts.s1, "ssa.out": x, "sav.acc": n_tok * ts.s2, "sav.out": sav,
             "ln.mean": mu, "ln.diff": c, "ln.sumsq": (c * c).sum(axis=-1), "ln.var": var + ln_eps,
             "ln.norm": nrm, "ln.out": o, "fc1.out": y1, "gelu.out": a1, "fc2.out": h,
             "l2.sumsq": ss, "l2.out": u, "sim.logit": logits, "conf.out": conf, "margin.out": margin,

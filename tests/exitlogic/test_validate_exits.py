@@ -100,42 +100,59 @@ def test_default_run_writes_spec_report_and_plots(searched):
 
 
 def test_token_cache_is_separate_and_keyed(searched, small_policy):
+    """Gating and eval stores hold the exit-tap sums (and eval the first vectors' codes) from the same pass."""
+    from common.store import Store
     from exitlogic.artifacts import load_policy
 
     pol, cache, out, _ = searched
     cand = load_policy(pol).candidate_layers
-    tok = sorted(p for p in cache.glob("*-tok-*.json"))
-    assert len(tok) == 2  # gating and eval, each with tokens
-    for js in tok:
-        meta = json.loads(js.read_text())
-        assert meta["key"]["tokens"]["layers"] == cand
+    tok = sorted(p for p in cache.glob("*-tok-*.store"))
+    assert len(tok) == 2  # gating and eval, each with tap sums
+    for path in tok:
+        st = Store(path)
+        meta = st.meta
+        layers = meta["key"]["tokens"]["layers"]
+        assert set(cand) <= set(layers) and st.load("tap_layers").tolist() == layers
         assert meta["key"]["tokens"]["rule"]["name"] == "po2-percentile"
-        assert set(meta["arrays"]) >= {f"tokens_int8_L{L}" for L in cand} | {f"token_scale_L{L}" for L in cand}
-        assert not any(k.startswith("tokens_int8_L") and int(k[13:]) not in cand for k in meta["arrays"])
-        assert meta["arrays"][f"tokens_int8_L{cand[0]}"]["dtype"] == "int8"
+        n, d = st["labels"].shape[0], meta["geometry"]["width"]
+        assert st["tap_sum"].shape == (n, len(layers), d) and st["tap_sum"].dtype == np.int32
+        assert st["tap_sumsq"].shape == (n, len(layers)) and st["tap_sumsq"].dtype == np.int64
         assert "block output" in meta["tokens"]["quantization_point"]
-    assert not [p for p in cache.glob("*.json") if "-tok-" not in p.name]  # no token-less entry was written
+        if meta["data"]["split"] == "eval":
+            q = st["tap_tokens"][:]  # [V, T, N+1, d] int8, V = min(1000, n)
+            assert q.dtype == np.int8 and q.shape == (min(1000, n), len(layers), meta["geometry"]["tokens"], d)
+            qp = q[:, :, 1:].astype(np.int64)
+            assert np.array_equal(qp.sum(2), st["tap_sum"][:len(q)])  # S1 of the stored codes, exactly
+            assert np.array_equal((qp * qp).sum((2, 3)), st.load("tap_sumsq")[:len(q)])
+        else:
+            assert "tap_tokens" not in st
+    assert not [p for p in cache.glob("*.store") if "-tok-" not in p.name]  # no sum-less entry was written
 
 
 def test_cache_paths_and_keys_unchanged_without_tokens(tiny_random, tmp_path):
     from analysis.data.sources import open_source
-    from analysis.features import TokenTap, cache_key, cache_paths
+    from analysis.features import cache_key, cache_paths
+    from quant.tap import TokenTap
 
     src = open_source("procedural", "eval", 4)
-    st, js = cache_paths(tmp_path, tiny_random, "fp32", src)
-    assert st.name == f"{tiny_random.name}-fp32-{src.name}.safetensors"
+    st = cache_paths(tmp_path, tiny_random, "fp32", src)
+    assert st.name == f"{tiny_random.name}-fp32-{src.name}.store"
     key = cache_key(tiny_random, "fp32", src, ["a {}"])
     assert set(key) == {"format_version", "weights_sha256", "recipe_sha256", "data_sha256", "templates_sha256"}
     a = TokenTap([9, 10], {9: -2, 10: -2}, {"name": "po2-percentile", "percentile": 99.99})
     b = TokenTap([9, 11], {9: -2, 11: -2}, {"name": "po2-percentile", "percentile": 99.99})
     c = TokenTap([9, 10], {9: -2, 10: -2}, {"name": "po2-percentile", "percentile": 99.9})
-    names = {cache_paths(tmp_path, tiny_random, "fp32", src, t)[0].name for t in (a, b, c)}
+    names = {cache_paths(tmp_path, tiny_random, "fp32", src, t).name for t in (a, b, c)}
     assert len(names) == 3 and all("-tok-" in n for n in names)
     assert cache_key(tiny_random, "fp32", src, ["a {}"], a)["tokens"]["layers"] == [9, 10]
+    # other fields or vector counts are other stores
+    assert cache_paths(tmp_path, tiny_random, "fp32", src, fields="embedding") != st
+    assert cache_paths(tmp_path, tiny_random, "fp32", src, a, token_vectors=10) != cache_paths(
+        tmp_path, tiny_random, "fp32", src, a)
 
 
 def test_tap_quantizer_rule():
-    from analysis.features import po2_percentile_exponent, tap_quantize
+    from quant.tap import po2_percentile_exponent, tap_quantize
 
     z = torch.tensor([[0.125, 0.375, -0.375, 100.0, -100.0, 0.3]])
     q = tap_quantize(z, -2)  # s = 0.25: half-to-even, saturating

@@ -7,7 +7,7 @@ import torch
 
 def _images(enc, n: int, split: str = "calibration") -> torch.Tensor:
     from analysis.data.sources import open_source
-    from analysis.features import image_batches
+    from analysis.data.loader import image_batches
 
     _, x = next(image_batches(enc, open_source("procedural", split, n), n))
     return x

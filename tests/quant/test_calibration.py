@@ -75,15 +75,19 @@ def test_uncalibrated_model_refuses_to_evaluate(tiny_random):
 
 
 def test_default_calibration_is_saved_then_reloaded_not_recomputed(tiny_random, tmp_path, capsys):
-    a = prepare_recipe(tiny_random, "w8a8", calib_n=4, cache_dir=tmp_path)
+    from analysis.data.loader import calibration_images
+
+    a = prepare_recipe(tiny_random, "w8a8", calib_images=calibration_images(tiny_random, n=4), cache_dir=tmp_path)
     assert any("calibrating" in n for n in a.notes) and "calibrating" in capsys.readouterr().err
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".safetensors")
-    b = prepare_recipe(tiny_random, "w8a8", calib_n=4, cache_dir=tmp_path)
+    b = prepare_recipe(tiny_random, "w8a8", calib_images=calibration_images(tiny_random, n=4), cache_dir=tmp_path)
     assert b.notes == [] and b.calibration["state_sha256"] == a.calibration["state_sha256"]
     assert a.descriptor() == b.descriptor() and "calibration" in a.descriptor()
-    with pytest.raises(InputError, match="--calib-n"):
-        prepare_recipe(tiny_random, "w8a8", calib_n=0, cache_dir=tmp_path / "z")
+    with pytest.raises(InputError, match="--n 0"):
+        prepare_recipe(tiny_random, "w8a8", calib_images=calibration_images(tiny_random, n=0), cache_dir=tmp_path / "z")
+    with pytest.raises(InputError, match="needs a calibration"):
+        prepare_recipe(tiny_random, "w8a8", cache_dir=tmp_path / "z")
     assert not (tmp_path / "z").exists()
 
 

@@ -19,21 +19,21 @@ def test_eval_w8a8_and_dynamic_report_fp32_next_to_int8(run_cli, tiny_ckpt, tmp_
         assert r["precision"] == prec and r["n"] == 8
         assert {"top1", "fp32_top1", "fp32_top5", "delta_top1", "recipe"} <= set(r)
         assert "fp32 top1" in stdout
-    meta = json.loads(next(cache.glob("lraee-tiny-w8a8-*.json")).read_text())
+    meta = json.loads((next(cache.glob("lraee-tiny-w8a8-*.store")) / "meta.json").read_text())["meta"]
     assert meta["key"]["recipe_sha256"] and meta["recipe"]["calibration"]["state_sha256"]
     assert meta["recipe"]["calibration"]["n"] == 8
 
 
 def test_features_cache_stores_int8_block_outputs_and_keys_on_calibration(run_cli, tiny_ckpt, tmp_path):
-    from safetensors.numpy import load_file
+    from common.store import Store
 
     cache = tmp_path / "fc"
     args = ["features", "--pretrained", tiny_ckpt, "--n", "4", "--cache-dir", cache, "--no-progress"]
     assert run_cli(*args)[0] == 0
     assert run_cli(*args, "--precision", "w8a8", "--calib-n", "4")[0] == 0
-    f32 = load_file(str(next(cache.glob("*-fp32-*.safetensors"))))
-    q = load_file(str(next(cache.glob("*-w8a8-*.safetensors"))))
-    assert f32["ssa_mean"].shape == q["ssa_mean"].shape and not np.array_equal(f32["ssa_mean"], q["ssa_mean"])
+    f32 = Store(next(cache.glob("*-fp32-*.store")))
+    q = Store(next(cache.glob("*-w8a8-*.store")))
+    assert f32["ssa_mean"].shape == q["ssa_mean"].shape and not np.array_equal(f32.load("ssa_mean"), q.load("ssa_mean"))
     # another calibration (other n) gives another key: the entry is rebuilt, not reused
     rc, out, _ = run_cli(*args, "--precision", "w8a8", "--calib-n", "6")
     assert rc == 0 and out.startswith("built")

@@ -92,3 +92,14 @@ def test_format_naming_and_errors():
         Fmt(8, 2, rounding="RND_ZERO")
     with pytest.raises(OverflowError):
         requant(np.array([2 ** 62]), 0, Fmt(8, 8))
+
+
+@pytest.mark.parametrize("bx, bw, k", [(26, 21, 768), (30, 26, 128), (40, 20, 768), (12, 40, 512)])
+def test_int_matmul_through_float64_limbs_is_exact(bx, bw, k):
+    from exitlogic.fixedpoint.fixed import int_matmul
+
+    rng = np.random.default_rng(bx + bw)
+    x = rng.integers(-2 ** bx, 2 ** bx, (700, k))
+    w = rng.integers(-2 ** bw, 2 ** bw, (k, 300))
+    x[0], x[1], w[:, 0] = 2 ** bx - 1, -2 ** bx, -2 ** bw  # the extremes of both operands
+    assert np.array_equal(int_matmul(x, w), x @ w)

