@@ -228,12 +228,13 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, write
         timer.start()
         taps = prepared.taps(x, depth=depth_needed, keep=keep)
         timer.stop(x.shape[0])
+        codes_of = {}  # exit-tap codes per block, computed once for the features and the sums
         if fields == "all":
             means, clss, savs = [], [], []
             for L in range(1, D + 1):
                 z = taps.tokens[L].float()
                 if exit_tap is not None and L in exit_tap.exponents:
-                    q = tap_quantize(z, exit_tap.exponents[L])
+                    q = codes_of[(L, exit_tap.exponents[L])] = tap_quantize(z, exit_tap.exponents[L])
                     z = q.float() * math.ldexp(1.0, exit_tap.exponents[L])  # exact: int8 x power of two
                 patches = z[:, 1:]
                 mean = patches.mean(1)
@@ -249,7 +250,9 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, write
             keep_v = max(0, min(stop, V) - start)
             codes = np.empty((keep_v, len(t_layers), g.tokens, g.width), np.int8) if keep_v else None
             for j, L in enumerate(t_layers):
-                q = tap_quantize(taps.tokens[L].float(), tokens.exponents[L])
+                q = codes_of.get((L, tokens.exponents[L]))
+                if q is None:
+                    q = tap_quantize(taps.tokens[L].float(), tokens.exponents[L])
                 qp = q[:, 1:].to(torch.int32)
                 s1[:, j] = qp.sum(1).cpu().numpy()
                 s2[:, j] = (qp.to(torch.int64) ** 2).sum((1, 2)).cpu().numpy()

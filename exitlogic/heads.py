@@ -17,7 +17,8 @@ GELU is the exact (erf) GELU. Supervision:
 The heads of all blocks (and of several variants: SSA/CLS, hard/distill) are trained at once
 as one stacked module (parameters [H, ...]); heads share the minibatch order but no parameters,
 the loss is the sum of the per-head losses, and Adam's update is per element, so each head
-trains as it would alone with the same minibatches. Training runs on the CPU (or ``device``) in float32.
+trains as it would alone with the same minibatches. Training runs on the CPU (or ``device``) in float32,
+minibatch by minibatch from the feature store (memory independent of n).
 """
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
     """Train one head per block for each group (source key, supervision) in one stacked module.
 
     ``sources`` maps a key (``ssa_mean``, ``cls``) to features [n, D, d] (block ``layers[i]`` at
-    index i); ``groups`` lists (source key, supervision) pairs, e.g. [("ssa_mean", "distill"),
+    index i; an array or a feature store's row-readable array: each minibatch reads its rows only); ``groups`` lists (source key, supervision) pairs, e.g. [("ssa_mean", "distill"),
     ("cls", "distill")]; ``labels`` int [n]; ``text_embeddings`` [K, e] L2-normalised;
     ``teacher`` [n, e] the FP32 final embeddings (needed by ``distill`` groups). ``seed`` sets the
     initialisation and the minibatch order (shared by the groups). Returns one
