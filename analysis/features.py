@@ -125,7 +125,7 @@ def _prepared(enc: LoadedEncoder, precision: str | PreparedRecipe) -> PreparedRe
     return prepare_recipe(enc, precision, calib_images=calibration_images(enc) if needs else None)
 
 
-def _request(tokens, exit_tap, fields, dtype, token_vectors) -> dict:
+def _request(tokens, fields, dtype, token_vectors) -> dict:
     req = {}
     if fields != "all":
         req["fields"] = fields
@@ -146,7 +146,7 @@ def cache_paths(cache_dir: Path, enc: LoadedEncoder, precision: str | PreparedRe
         stem += f"-tap-{_sha(exit_tap.descriptor())[:8]}"
     if tokens is not None:
         stem += f"-tok-{_sha(tokens.descriptor())[:8]}"
-    req = _request(tokens, exit_tap, fields, dtype, token_vectors)
+    req = _request(tokens, fields, dtype, token_vectors)
     if req:
         stem += f"-{_sha(req)[:8]}"
     return Path(cache_dir) / f"{stem}.store"
@@ -168,7 +168,7 @@ def cache_key(enc: LoadedEncoder, precision: str | PreparedRecipe, source: Image
         key["exit_tap"] = exit_tap.descriptor()
     if tokens is not None:
         key["tokens"] = tokens.descriptor()
-    key.update(_request(tokens, exit_tap, fields, dtype, token_vectors))
+    key.update(_request(tokens, fields, dtype, token_vectors))
     return key
 
 
