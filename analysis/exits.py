@@ -27,7 +27,7 @@ from common import atomic
 from common.errors import InputError
 from exitlogic import analyses as A
 from exitlogic.artifacts import MAIN_VARIANT, VARIANTS, load_gating, save_policy
-from exitlogic.baselines import pabee_route
+from exitlogic.baselines import TableInputs, baseline_rows, pabee_route
 from hwsim.workload import cumulative_fraction, flops_saving, head_fraction
 from exitlogic.gates import fit_gate, stack_features
 from exitlogic.policy import apply_route, default_grid, pareto_records, route, sweep
@@ -271,19 +271,7 @@ def exit_report(policy, eval_fs, fp32_eval_fs, out: Path, log=print) -> dict:
     int8_top1 = float(full_correct.mean())
     main = [r["policies"][f"{MAIN_VARIANT}/learned"] for r in per_seed]
 
-    def row(name, records, **extra):
-        a = _agg(records)
-        return {"method": name, **{k: a[k] for k in a}, **extra}
-
-    baselines = [
-        {"method": "FP32 full depth", "top1": A.mean_std([fp32_top1]) if fp32_top1 is not None else None,
-         "flops_saving": A.mean_std([0.0])},
-        {"method": "INT8 full depth", "top1": A.mean_std([int8_top1]), "flops_saving": A.mean_std([0.0])},
-        row("CLS-EE", [r["policies"]["cls-distill/learned"] for r in per_seed]),
-        row("Confidence-only heuristic", [r["policies"]["ssa-distill/heuristic"] for r in per_seed]),
-        *[row(f"PABEE (patience {p})", [r["pabee"][p - 1] for r in per_seed]) for p in range(1, len(cand))],
-        row("LRA-EE (ours)", main),
-    ]
+    baselines = baseline_rows(TableInputs(per_seed, int8_top1, fp32_top1, len(cand)))
     static = [{"layer": L, "top1": A.mean_std([r["static"][L - 1]["top1"] for r in per_seed]),
                "flops_saving": per_seed[0]["static"][L - 1]["flops_saving"]} for L in range(1, depth + 1)]
     ablation = [
@@ -349,4 +337,13 @@ def write_exit_trace(path: Path, policy, geometry, labels, routed, full_pred, fu
                 margin=np.stack([f[:, 1] for f in feats], 1), sav=np.stack([f[:, 2] for f in feats], 1),
                 gate=scores, pred_at=outs.pred[:, [L - 1 for L in cand]],
                 thresholds=policy.thresholds(policy.seeds[0], name),
-                extra_meta={"policy": f"{name} seed {policy.seeds[0]}", "policy_sha256": policy.meta["policy_sha256"]})
+                extra_meta={"policy": f"{name} seed {policy.seeds[0]}", "policy_sha256": policy.meta["policy_sha256"],
+                            **recipe_bits(policy.meta["precision"])})
+
+
+def recipe_bits(precision: str) -> dict:
+    """The trace meta's ``weight_bits`` / ``act_bits`` of a recipe name (hwsim sizes operands from them)."""
+    from quant.recipes import parse_precision
+
+    r = parse_precision(precision)
+    return {"weight_bits": r.w_bits, "act_bits": r.a_bits} if r.w_bits and r.a_bits else {}

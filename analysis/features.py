@@ -58,7 +58,7 @@ from common.store import Store, StoreWriter
 from common.timing import PassTimer
 from quant.encoder import LoadedEncoder
 from quant.prepare import PreparedRecipe, prepare_recipe
-from quant.tap import TAP_PERCENTILE, TAP_RULE, TapScaleCounter, TokenTap, check_percentile, tap_quantize
+from quant.tap import TAP_PERCENTILE, TAP_RULE, TapScaleCounter, TokenTap, check_percentile, tap_codes
 
 FEATURE_FORMAT_VERSION = 2
 DEFAULT_CACHE_DIR = Path(".lraee-cache") / "features"
@@ -198,6 +198,95 @@ def _array_specs(g, n: int, fields: str, dtype: str, tokens, V: int, K: int) -> 
     return specs
 
 
+def _summary_threads(threads: int) -> int:
+    """Threads for the per-batch reductions on the CPU: one per 8 of the forward's (at least one). They are
+    a dozen memory-bound passes over [B, N+1, d] per block, which one thread streams about as fast as two,
+    and a parallel region's barrier stalls for a scheduler tick whenever another process (the image
+    decoding workers) holds a core: measured on 2 cores shared with decoding, 0.3-0.5 ms per pass on one
+    thread against 5-12 ms on two (``benchmarks/bench_nonbackbone.py``)."""
+    return max(1, int(threads) // 8)
+
+
+class _threads:
+    """``torch.set_num_threads(n)`` inside the block (None: unchanged); the previous count restored after.
+    The reductions here split over output elements, never within one, so the results do not depend on it."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self):
+        self.prev = torch.get_num_threads()
+        if self.n is not None and self.n != self.prev:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.n is not None and self.n != self.prev:
+            torch.set_num_threads(self.prev)
+
+
+def _batch_summaries(tokens: list, depth: int, exit_tap: "TokenTap | None", tok, features: bool) -> dict:
+    """What the store keeps of one batch's block outputs ``tokens[L]`` [B, N+1, d] (see the module docstring).
+
+    ``features``: ``ssa_mean``, ``cls`` [B, depth, d] and ``sav`` [B, depth] (from the exit-tap codes of the
+    blocks ``exit_tap`` covers); ``tok`` = (layers, exponents, V): ``tap_sum`` int32 [B, T, d], ``tap_sumsq``
+    int64 [B, T], ``saturated`` {L: codes with |q| >= 127} and, for the batch's first V images,
+    ``tap_tokens`` int8 [V, T, N+1, d].
+
+    The codes are float integers (:func:`quant.tap.tap_codes`), used without dequantising the tokens and
+    bit for bit what the definitions give (tested): the float32 sum of the N patch codes is exact (|S1| <=
+    128 N < 2**24), so ``S1 * s`` is exactly the float32 sum of the dequantised patches z = q s, and
+    ``ssa_mean = S1 * s / N`` is the float32 mean (``torch.mean`` on the CPU: the sum, then a division);
+    SAV's ``z_i - mean`` is ``-mean + s q_i`` (one rounding either way); ``||q_i||**2`` is exact in float32
+    (<= 128**2 d < 2**24) and S2 sums the N of them in int64. Where a negative value rounds to code 0
+    (-0.0), ``+ 0.0`` makes the SSA mean and [CLS] of all-zero codes +0.0 like the dequantised int8 codes.
+    """
+    t_layers, t_exps, V = tok if tok is not None else ((), {}, 0)
+    codes, out = {}, {}
+    means, clss, savs = [], [], []
+    for L in range(1, depth + 1) if features else ():
+        if exit_tap is not None and L in exit_tap.exponents:
+            e = exit_tap.exponents[L]
+            v = codes[(L, e)] = tap_codes(tokens[L].float(), e)
+            s = math.ldexp(1.0, e)
+            n_p = v.shape[1] - 1
+            s1 = v[:, 1:].sum(1)
+            codes[("s1", L, e)] = s1
+            mean = (s1 * s).div_(n_p).add_(0.0)  # == patches.mean(1) of z = q s (exact float32 sum, then / N)
+            means.append(mean)
+            clss.append((v[:, 0] * s).add_(0.0))
+            diff = torch.add(-mean[:, None], v[:, 1:], alpha=s)  # == z_patches - mean
+            savs.append(diff.pow_(2).sum(-1).mean(1))
+        else:
+            z = tokens[L].float()
+            patches = z[:, 1:]
+            mean = patches.mean(1)
+            means.append(mean)
+            clss.append(z[:, 0])
+            savs.append(((patches - mean[:, None]) ** 2).sum(-1).mean(1))
+    if features:
+        out["ssa_mean"], out["cls"], out["sav"] = torch.stack(means, 1), torch.stack(clss, 1), torch.stack(savs, 1)
+    if tok is not None:
+        s1s, s2s, vecs, sat = [], [], [], {}
+        for L in t_layers:
+            e = t_exps[L]
+            v = codes.get((L, e))
+            if v is None:
+                v = tap_codes(tokens[L].float(), e)
+            s1 = codes.get(("s1", L, e))
+            s1s.append(s1 if s1 is not None else v[:, 1:].sum(1))
+            sq = v * v
+            s2s.append(sq[:, 1:].sum(-1).to(torch.int64).sum(1))  # ||q_i||**2 exact in float32, summed in int64
+            sat[L] = int(torch.count_nonzero(sq >= 127 * 127))  # |q| >= 127
+            if V:
+                vecs.append(v[:V].to(torch.int8))
+        out["tap_sum"] = torch.stack(s1s, 1).to(torch.int32)
+        out["tap_sumsq"] = torch.stack(s2s, 1)
+        out["saturated"] = sat
+        if V:
+            out["tap_tokens"] = torch.stack(vecs, 1)
+    return out
+
+
 @torch.no_grad()
 def extract(enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, writer: StoreWriter, batch_size: int = 64,
             device: str = "cpu", progress: bool = True, prepared: PreparedRecipe | None = None,
@@ -219,6 +308,7 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, write
     saturated = {L: 0 for L in t_layers}
     elements = 0
     depth_needed = D  # the embedding needs the full depth
+    summary_threads = _summary_threads(torch.get_num_threads()) if str(device) == "cpu" else None
     bar = tqdm(total=len(source), desc=f"features {prepared.tag} {source.name}", unit="img", disable=not progress)
     timer = PassTimer(f"features {prepared.tag}")
     for start, x in image_batches(enc, source, batch_size, workers=workers, device=device):
@@ -228,42 +318,21 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, write
         timer.start()
         taps = prepared.taps(x, depth=depth_needed, keep=keep)
         timer.stop(x.shape[0])
-        codes_of = {}  # exit-tap codes per block, computed once for the features and the sums
+        tok = (t_layers, tokens.exponents, max(0, min(stop, V) - start)) if tokens is not None else None
+        with _threads(summary_threads):
+            out = _batch_summaries(taps.tokens, D, exit_tap, tok, fields == "all")
         if fields == "all":
-            means, clss, savs = [], [], []
-            for L in range(1, D + 1):
-                z = taps.tokens[L].float()
-                if exit_tap is not None and L in exit_tap.exponents:
-                    q = codes_of[(L, exit_tap.exponents[L])] = tap_quantize(z, exit_tap.exponents[L])
-                    z = q.float() * math.ldexp(1.0, exit_tap.exponents[L])  # exact: int8 x power of two
-                patches = z[:, 1:]
-                mean = patches.mean(1)
-                means.append(mean)
-                clss.append(z[:, 0])
-                savs.append(((patches - mean[:, None]) ** 2).sum(-1).mean(1))
-            writer.write("ssa_mean", start, torch.stack(means, 1).cpu().numpy())
-            writer.write("cls", start, torch.stack(clss, 1).cpu().numpy())
-            writer.write("sav", start, torch.stack(savs, 1).cpu().numpy())
+            writer.write("ssa_mean", start, out["ssa_mean"].cpu().numpy())
+            writer.write("cls", start, out["cls"].cpu().numpy())
+            writer.write("sav", start, out["sav"].cpu().numpy())
         if tokens is not None:
-            s1 = np.empty((x.shape[0], len(t_layers), g.width), np.int32)
-            s2 = np.empty((x.shape[0], len(t_layers)), np.int64)
-            keep_v = max(0, min(stop, V) - start)
-            codes = np.empty((keep_v, len(t_layers), g.tokens, g.width), np.int8) if keep_v else None
-            for j, L in enumerate(t_layers):
-                q = codes_of.get((L, tokens.exponents[L]))
-                if q is None:
-                    q = tap_quantize(taps.tokens[L].float(), tokens.exponents[L])
-                qp = q[:, 1:].to(torch.int32)
-                s1[:, j] = qp.sum(1).cpu().numpy()
-                s2[:, j] = (qp.to(torch.int64) ** 2).sum((1, 2)).cpu().numpy()
-                saturated[L] += int((q.to(torch.int16).abs() >= 127).sum())
-                if keep_v:
-                    codes[:, j] = q[:keep_v].cpu().numpy()
+            for L, c in out["saturated"].items():
+                saturated[L] += c
             elements += int(x.shape[0]) * g.tokens * g.width
-            writer.write("tap_sum", start, s1)
-            writer.write("tap_sumsq", start, s2)
-            if keep_v:
-                writer.write("tap_tokens", start, codes)
+            writer.write("tap_sum", start, out["tap_sum"].cpu().numpy())
+            writer.write("tap_sumsq", start, out["tap_sumsq"].cpu().numpy())
+            if "tap_tokens" in out:
+                writer.write("tap_tokens", start, out["tap_tokens"].cpu().numpy())
         emb = taps.embedding.float()
         writer.write("final_embedding", start, emb.cpu().numpy())
         sims = F.normalize(emb, dim=-1) @ tf.T

@@ -30,13 +30,12 @@ from analysis.exits import gate_features, int8_full
 from exitlogic.artifacts import MAIN_VARIANT
 from exitlogic.fixedpoint import ExitUnit, FixedPointSpec, TapSums, default_spec, memory_bits, search_widths
 from exitlogic.fixedpoint import validate as V
-from exitlogic.fixedpoint.search import search_knobs
+from exitlogic.fixedpoint.search import SEARCH_SAFETY, search_knobs
 
 SCHEMA = "lraee/validate-exits"
 SCHEMA_VERSION = 1
 SEED = 0
 TOP1_TOLERANCE_PP = 0.1
-SEARCH_SAFETY = 4.0
 SEARCH_ORDER = "memory"
 SEARCH_MAX_N = 5000  # gating images the width search runs on (a seeded sample beyond that): bounded memory
 VALIDATE_CHUNK = 4096  # eval images per chunk of the validation

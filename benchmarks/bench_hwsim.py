@@ -134,17 +134,20 @@ def bench_replay(n):
 def bench_issue15(n):
     """Overlapped schedule, pipelined architecture, PE allocation, load sweep (issue 15)."""
     from hwsim.load import load_sweep
-    from hwsim.overlap import evaluate_overlap
+    from hwsim.overlap import evaluate_overlapped
     from hwsim.pipelined import allocate_pes, evaluate_pipelined
+    from hwsim.replay import replay
     tr = make_trace(n)
     print(f"\n[4] overlap / pipelined / load on a {n:,}-sample trace ({TINY.model})")
-    for policy in ("static", "stream"):
+    for policy in ("static", "stream", "regroup"):
         a = arch_from_dict({"batch": {"policy": policy, "size": 8}, "overlap": True})
         c = build_costs(a, TINY, 25, a.effective_batch)
         t0 = time.perf_counter()
-        r = evaluate_overlap(a, c, tr)
-        print(f"  overlap {policy:7s} {time.perf_counter() - t0:6.2f} s   makespan {r['makespan_cycles']:,} cycles "
-              f"(serial {evaluate(c, tr, policy, a.effective_batch)['makespan_cycles']:,})")
+        r = evaluate_overlapped(a, c, tr)
+        dt = time.perf_counter() - t0
+        serial = replay(a.model_copy(update={"overlap": False}), c, tr)["makespan_cycles"]
+        print(f"  overlap {policy:7s} {dt:6.2f} s ({r['evaluator']})   makespan {r['makespan_cycles']:,} cycles "
+              f"(serial {serial:,})")
     p = arch_from_dict({"architecture": "pipelined", "stages": [{"blocks": [1, 6]}, {"blocks": [7, 12]}]})
     t0 = time.perf_counter()
     r = evaluate_pipelined(p, TINY, tr)

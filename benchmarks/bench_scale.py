@@ -75,8 +75,8 @@ def run_config(work: Path, ckpt: Path, data: dict[str, Path], sizes: tuple[int, 
 
 def run_stage(cfg_path: Path, out: Path, stage: str, timing_log: Path) -> dict:
     env = dict(os.environ, LRAEE_TIMING_LOG=str(timing_log))
-    cmd = [sys.executable, "-m", "analysis.cli", "run", "--config", str(cfg_path), "--out", str(out), "--until", stage,
-           "--no-progress"]
+    cmd = [sys.executable, "-c", "import sys; from analysis.cli import main; sys.exit(main())",  # module or package
+           "run", "--config", str(cfg_path), "--out", str(out), "--until", stage, "--no-progress"]
     t0 = time.perf_counter()
     with open(out.parent / f"{out.name}-{stage}.log", "w") as log:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

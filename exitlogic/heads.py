@@ -23,7 +23,7 @@ minibatch by minibatch from the feature store (memory independent of n).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,28 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from exitlogic.head_config import HeadTrainConfig  # noqa: F401  (the training defaults, torch-free)
+
 SUPERVISIONS = ("hard", "distill")
 HEAD_KINDS = ("ssa", "cls")
 LN_EPS = 1e-5
-
-
-@dataclass(frozen=True)
-class HeadTrainConfig:
-    """Head training settings.
-
-    Paper defaults (ViT-B/32 on 10% of ImageNet train, 128k images): 3 epochs, Adam lr 5e-4,
-    batch 64 (6,000 steps). Ours: 10 epochs of batch 256 at lr 1e-3 on the embedded default's
-    10k training images (400 steps; the heads of every block and variant train together).
-    """
-
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 256
-    distill_weight: float = 1.0
-    weight_decay: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class StackedHeads(nn.Module):
@@ -61,15 +44,17 @@ class StackedHeads(nn.Module):
     Input x [n, D, d] -> embeddings u [n, D, e] (not normalised).
     """
 
-    def __init__(self, layers: list[int], width: int, embed_dim: int, seed: int = 0):
+    def __init__(self, layers: list[int], width: int, embed_dim: int, seed: int = 0, init: bool = True):
         super().__init__()
         self.layers = list(layers)
         D, d, e = len(layers), width, embed_dim
         g = torch.Generator().manual_seed(seed)
 
-        def uniform(shape, fan_in):  # nn.Linear's default init, seeded
+        def uniform(shape, fan_in):  # nn.Linear's default init, seeded (init=False: uninitialised, to be copied into)
+            if not init:
+                return torch.empty(shape)
             bound = 1.0 / math.sqrt(fan_in)
-            return (torch.rand(shape, generator=g) * 2 - 1) * bound
+            return torch.rand(shape, generator=g).mul_(2).sub_(1).mul_(bound)  # (rand * 2 - 1) * bound, in place
 
         self.ln_weight = nn.Parameter(torch.ones(D, d))
         self.ln_bias = nn.Parameter(torch.zeros(D, d))
@@ -102,16 +87,18 @@ class StackedHeads(nn.Module):
 
     def select(self, rows: list[int], layers: list[int]) -> "StackedHeads":
         """A new module with the heads at ``rows`` of this one, labelled as blocks ``layers``."""
-        m = StackedHeads(layers, self.fc1_weight.shape[2], self.fc2_weight.shape[1])
+        m = StackedHeads(layers, self.fc1_weight.shape[2], self.fc2_weight.shape[1], init=False)
+        rows = list(rows)
+        run = len(rows) > 0 and rows == list(range(rows[0], rows[0] + len(rows)))
         with torch.no_grad():
             for (k, p), (_, q) in zip(m.named_parameters(), self.named_parameters()):
-                p.copy_(q[rows])
+                p.copy_(q[rows[0]:rows[0] + len(rows)] if run else q[rows])  # a run of rows: a view, no gather
         return m
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str, layers: list[int]) -> "StackedHeads":
         w = tensors[f"{prefix}.fc2_weight"]
-        m = cls(layers, w.shape[2], w.shape[1])
+        m = cls(layers, w.shape[2], w.shape[1], init=False)
         with torch.no_grad():
             for k, p in m.named_parameters():
                 src = torch.from_numpy(np.ascontiguousarray(tensors[f"{prefix}.{k}"]))
@@ -132,6 +119,58 @@ def _rows(array, rows: np.ndarray, device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array[rows], dtype=np.float32)).to(device)
 
 
+class _Adam:
+    """``torch.optim.Adam(params, lr, weight_decay=...)`` (betas 0.9, 0.999, eps 1e-8, the single-tensor
+    path the CPU takes) step for step, the same operations on the same values, so bit for bit the same
+    parameters (tested ``==``); the denominator is computed in a buffer kept between steps instead of two
+    fresh tensors the size of the parameters per step (no allocation, no page faults)."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.lr, self.weight_decay, self.eps = float(lr), float(weight_decay), float(eps)
+        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
+        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.denom = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self.params]
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        step = float(self.steps)  # torch keeps a float32 step tensor and reads it with .item()
+        bias_correction1 = 1 - self.beta1 ** step
+        bias_correction2 = 1 - self.beta2 ** step
+        step_size = self.lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        for p, exp_avg, exp_avg_sq, denom in zip(self.params, self.exp_avg, self.exp_avg_sq, self.denom):
+            grad = p.grad
+            if grad is None:
+                continue
+            if self.weight_decay != 0:
+                grad = grad.add(p, alpha=self.weight_decay)
+            exp_avg.lerp_(grad, 1 - self.beta1)
+            exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            torch.sqrt(exp_avg_sq, out=denom)  # torch: (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            denom.div_(bias_correction2_sqrt).add_(self.eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def _weights_in_input_major_layout(heads: StackedHeads) -> None:
+    """Store the fc weights [H, out, in] with ``in`` as the middle memory axis (the same values, a transposed
+    memory layout): the weight gradients of the batched matmuls come out in that layout, so autograd takes
+    them as they are instead of copying them into the parameter's layout every step."""
+    with torch.no_grad():
+        for name in ("fc1_weight", "fc2_weight"):
+            w = getattr(heads, name)
+            t = torch.empty(w.shape[0], w.shape[2], w.shape[1], dtype=w.dtype, device=w.device).transpose(1, 2)
+            t.copy_(w)
+            setattr(heads, name, nn.Parameter(t))
+
+
 def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], labels: np.ndarray,
                 text_embeddings: np.ndarray, logit_scale: float, layers: list[int], cfg: HeadTrainConfig, seed: int,
                 teacher: np.ndarray | None = None, device: str = "cpu", progress: bool = True,
@@ -144,6 +183,9 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
     ``teacher`` [n, e] the FP32 final embeddings (needed by ``distill`` groups). ``seed`` sets the
     initialisation and the minibatch order (shared by the groups). Returns one
     :class:`StackedHeads` per group.
+
+    Each minibatch's rows are read once per source key (groups on the same key share them); the
+    optimiser is Adam (:class:`_Adam`, bit for bit ``torch.optim.Adam``).
     """
     for key, sup in groups:
         if sup not in SUPERVISIONS:
@@ -154,11 +196,14 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
     G = len(groups)
     torch.manual_seed(seed)
     heads = StackedHeads(list(range(G * D)), d, text_embeddings.shape[1], seed=seed).to(device)
-    opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    _weights_in_input_major_layout(heads)
+    opt = _Adam(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     Y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     T = F.normalize(torch.from_numpy(np.asarray(text_embeddings, np.float32)).to(device), dim=-1)
     distill = torch.tensor([sup == "distill" for _, sup in groups for _ in range(D)], dtype=torch.float32,
                            device=device)
+    use_teacher = teacher is not None and bool(distill.any())
+    keys = [k for k, _ in groups]
     g = torch.Generator().manual_seed(seed + 1)
     steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     bar = tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False)
@@ -168,15 +213,16 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
         for start in range(0, n, cfg.batch_size):
             rows = order[start:start + cfg.batch_size].numpy()
             idx = torch.from_numpy(rows).to(device)
-            xb = torch.cat([_rows(sources[k], rows, device) for k, _ in groups], dim=1)  # [b, G*D, d]
+            read = {k: _rows(sources[k], rows, device) for k in dict.fromkeys(keys)}  # each key's rows once
+            xb = torch.cat([read[k] for k in keys], dim=1)  # [b, G*D, d]
             u = F.normalize(heads(xb), dim=-1)  # [b, G*D, e]
             logits = logit_scale * torch.einsum("nle,ke->nlk", u, T)
             loss = F.cross_entropy(logits.reshape(-1, T.shape[0]), Y[idx].repeat_interleave(G * D),
                                    reduction="sum") / len(idx)
-            if teacher is not None and distill.any():
+            if use_teacher:
                 cos = torch.einsum("nle,ne->nl", u, F.normalize(_rows(teacher, rows, device), dim=-1))
                 loss = loss + cfg.distill_weight * ((1.0 - cos) * distill).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             bar.update(1)

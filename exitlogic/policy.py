@@ -20,22 +20,45 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from exitlogic.routing import route  # noqa: F401  (re-exported: the policy's routing rule)
+
 GRID_LOW, GRID_HIGH, GRID_POINTS = 0.20, 0.92, 25
 MAX_COMBINATIONS = 2_000_000
+
+
+MAX_GRID_POINTS = 1000
+
+
+def parse_grid(text: str):
+    """The one rule for ``--grid`` / ``thresholds.grid``: LOW:HIGH:POINTS, 0 <= LOW <= HIGH <= 1,
+    1 <= POINTS <= :data:`MAX_GRID_POINTS`; the grid as a float64 array."""
+    from common.errors import InputError
+
+    try:
+        lo, hi, pts = str(text).split(":")
+        lo, hi, pts = float(lo), float(hi), int(pts)
+    except ValueError:
+        raise InputError(f"--grid {text!r}: allowed: LOW:HIGH:POINTS, e.g. 0.20:0.92:25") from None
+    if not (0.0 <= lo <= hi <= 1.0) or not 1 <= pts <= MAX_GRID_POINTS:
+        raise InputError(f"--grid {text!r}: allowed: 0 <= LOW <= HIGH <= 1 and 1 <= POINTS <= {MAX_GRID_POINTS}")
+    return np.linspace(lo, hi, pts)
+
+
+def check_grid_size(text: str, grid, n_layers: int, policy_path) -> None:
+    """LCT searches POINTS^C threshold combinations (C candidate layers); refuse more than it can hold."""
+    from common.errors import InputError
+
+    total = len(grid) ** max(n_layers, 1)
+    if total > MAX_COMBINATIONS:
+        most = int(MAX_COMBINATIONS ** (1.0 / max(n_layers, 1)) + 1e-9)
+        raise InputError(f"--grid {text!r}: {len(grid)}^{n_layers} = {total:,} threshold combinations for the "
+                         f"{n_layers} candidate layers of {policy_path}; allowed: at most {MAX_COMBINATIONS:,} "
+                         f"(POINTS <= {most})")
 
 
 def default_grid(low: float = GRID_LOW, high: float = GRID_HIGH, points: int = GRID_POINTS) -> np.ndarray:
     """The threshold grid: ``points`` evenly spaced values in [low, high] (float64)."""
     return np.linspace(low, high, points)
-
-
-def route(scores: np.ndarray, thresholds) -> np.ndarray:
-    """Exit position per sample: index j of the first candidate with scores[:, j] >= tau_j, C if none."""
-    scores = np.asarray(scores, np.float64)
-    n, C = scores.shape
-    passed = scores >= np.asarray(thresholds, np.float64)[None, :]
-    pos = np.where(passed.any(1), passed.argmax(1), C)
-    return pos.astype(np.int64)
 
 
 @dataclass

@@ -35,8 +35,9 @@ from common.names import identifier
 from exitlogic.fixedpoint.fixed import Fmt
 from exitlogic.fixedpoint.stages import clog2, log2_exact
 
-from .estimate import const_bits
-from .extension import cpp_type
+from quant.geometry import ExitHeadGeometry
+
+from .extension import EXIT_COMPARATOR, GELU, LAYER_NORM, SSA_MEAN, cpp_type
 
 BLOCKS = ("head", "gate")
 BACKENDS = ("Vitis", "Vivado")
@@ -199,27 +200,37 @@ def _norm_unit(fm: dict, unit_name: str, v: Fmt, spec) -> dict:
     }
 
 
-def head_block(unit, layer: int, scale_exp: int, opts: BlockOptions) -> BlockDef:
-    """The SSA head block of ``layer`` (token scale ``2**scale_exp``)."""
-    import torch
+def head_geometry(unit, layer: int) -> ExitHeadGeometry:
+    """The shape of ``layer``'s head as the exit unit holds it: width d of the spec, hidden = the rows of
+    the fc1 weight codes, embed_dim = the spec's e (checked against fc2's codes)."""
+    P = unit.quantized_parameters(layer)
+    w1, w2 = np.asarray(P["fc1.weight"][0]), np.asarray(P["fc2.weight"][0])
+    hg = ExitHeadGeometry(width=int(unit.spec.d), hidden=int(w1.shape[0]), embed_dim=int(unit.spec.e))
+    if w1.shape != (hg.hidden, hg.width) or w2.shape != (hg.embed_dim, hg.hidden):
+        raise InputError(f"layer {layer}: head weights fc1 {list(w1.shape)}, fc2 {list(w2.shape)}; allowed: "
+                         f"[hidden, {hg.width}] and [{hg.embed_dim}, hidden] (spec d = {hg.width}, e = {hg.embed_dim})")
+    return hg
 
-    from .extension import modules
+
+def head_block(unit, layer: int, scale_exp: int, opts: BlockOptions) -> BlockDef:
+    """The SSA head block of ``layer`` (token scale ``2**scale_exp``); sizes from :func:`head_geometry`."""
+    import torch
 
     sp, fm = unit.spec, unit.spec.formats
     P = unit.quantized_parameters(layer)
-    n, d, e = sp.n_tokens, sp.d, sp.e
-    M = modules()
+    hg = head_geometry(unit, layer)
+    n, d, hid, e = sp.n_tokens, hg.width, hg.hidden, hg.embed_dim
     knobs = opts.knobs
 
     # --- ssa --------------------------------------------------------------------------------------
     sum_bits = (n * 128).bit_length() + 1
-    ssa = {"n_tokens": n, "d": d, "reuse_factor": (knobs.get("ssa") or LayerKnobs()).reuse_factor or 1,
-           "scale": math.ldexp(1.0, scale_exp),
-           "consts": {"recip": _values([P["const.ssa.recip"][0]], fm["ssa.recip"])},
-           "cpp_consts": {"n_tokens": n, "d": d},
-           "cpp_types": {"sum_t": fixed_type(True, sum_bits, 0), "acc_t": cpp_type(fm["ssa.acc"].ap_type()),
-                         "recip_t": cpp_type(fm["ssa.recip"].ap_type()),
-                         "pow2_t": cpp_type(f"ap_ufixed<1,{scale_exp + 1}>")}}
+    ssa = SSA_MEAN.attributes(
+        n_tokens=n, d=d, reuse_factor=(knobs.get("ssa") or LayerKnobs()).reuse_factor or 1,
+        scale=math.ldexp(1.0, scale_exp),
+        consts={"recip": _values([P["const.ssa.recip"][0]], fm["ssa.recip"])},
+        cpp_consts={"n_tokens": n, "d": d},
+        cpp_types={"sum_t": fixed_type(True, sum_bits, 0), "acc_t": fm["ssa.acc"].ap_type(),
+                   "recip_t": fm["ssa.recip"].ap_type(), "pow2_t": f"ap_ufixed<1,{scale_exp + 1}>"})
     # --- ln ---------------------------------------------------------------------------------------
     fx, fdiff, fvar = fm["ssa.out"], fm["ln.diff"], fm["ln.var"]
     un = _norm_unit(fm, "ln.rsqrt", fvar, sp)
@@ -227,22 +238,21 @@ def head_block(unit, layer: int, scale_exp: int, opts: BlockOptions) -> BlockDef
     e_min, e_max = -fvar.F, fvar.I - 1
     k_min, k_max = e_min // 2, e_max // 2
     pi, pf = fdiff.I + yi, fdiff.F + yf
-    ln = {"n_in": d, "reuse_factor": (knobs.get("ln") or LayerKnobs()).reuse_factor or 1,
-          "unit": {"consts": un["consts"], "types": un["types"]},
-          "consts": {"recip": _values([P["const.ln.recip"][0]], fm["ln.recip"]),
-                     "eps": _values([P["const.ln.eps"][0]], fvar),
-                     "table": _values(P["lut.ln.rsqrt"][0], fm["ln.rsqrt.lut"]),
-                     "gamma": _values(P["ln.weight"][0], fm["ln.weight"]),
-                     "beta": _values(P["ln.bias"][0], fm["ln.bias"])},
-          "cpp_consts": {"n_in": d},
-          "cpp_types": {"sum_t": fixed_type(True, fx.I + clog2(d) + 1, fx.F),
-                        "recip_t": cpp_type(fm["ln.recip"].ap_type()),
-                        "mean_t": cpp_type(fm["ln.mean"].ap_type()), "diff_t": cpp_type(fdiff.ap_type()),
-                        "sumsq_acc_t": fixed_type(True, 2 * fdiff.I + clog2(d) + 1, 2 * fdiff.F),
-                        "sumsq_t": cpp_type(fm["ln.sumsq"].ap_type()), "var_t": cpp_type(fvar.ap_type()),
-                        "norm_t": cpp_type(fm["ln.norm"].ap_type()),
-                        "shift_t": fixed_type(True, pi + max(0, -k_min) + 1, pf + max(0, k_max)),
-                        "gamma_t": cpp_type(fm["ln.weight"].ap_type()), "beta_t": cpp_type(fm["ln.bias"].ap_type())}}
+    ln = LAYER_NORM.attributes(
+        n_in=d, reuse_factor=(knobs.get("ln") or LayerKnobs()).reuse_factor or 1,
+        unit={"consts": un["consts"], "types": un["types"]},
+        consts={"recip": _values([P["const.ln.recip"][0]], fm["ln.recip"]),
+                "eps": _values([P["const.ln.eps"][0]], fvar),
+                "table": _values(P["lut.ln.rsqrt"][0], fm["ln.rsqrt.lut"]),
+                "gamma": _values(P["ln.weight"][0], fm["ln.weight"]),
+                "beta": _values(P["ln.bias"][0], fm["ln.bias"])},
+        cpp_consts={"n_in": d},
+        cpp_types={"sum_t": fixed_type(True, fx.I + clog2(d) + 1, fx.F), "recip_t": fm["ln.recip"].ap_type(),
+                   "mean_t": fm["ln.mean"].ap_type(), "diff_t": fdiff.ap_type(),
+                   "sumsq_acc_t": fixed_type(True, 2 * fdiff.I + clog2(d) + 1, 2 * fdiff.F),
+                   "sumsq_t": fm["ln.sumsq"].ap_type(), "var_t": fvar.ap_type(), "norm_t": fm["ln.norm"].ap_type(),
+                   "shift_t": fixed_type(True, pi + max(0, -k_min) + 1, pf + max(0, k_max)),
+                   "gamma_t": fm["ln.weight"].ap_type(), "beta_t": fm["ln.bias"].ap_type()})
     # --- gelu -------------------------------------------------------------------------------------
     f1 = fm["fc1.out"]
     lut = sp.luts["gelu"]
@@ -251,20 +261,21 @@ def head_block(unit, layer: int, scale_exp: int, opts: BlockOptions) -> BlockDef
     r_shift, sh = f1.F + r_exp, f1.F + sigma
     if r_shift < 0:
         raise InputError(f"fixed-point stage 'gelu': fc1.out {f1} cannot represent the LUT range {lut.range}")
-    gelu = {"n_in": d, "reuse_factor": (knobs.get("gelu") or LayerKnobs()).reuse_factor or 1,
-            "consts": {"table": _values(P["lut.gelu"][0], fm["gelu.phi"])},
-            "cpp_consts": {"n_in": d, "x_w": f1.W, "a_w": max(f1.W, r_shift + 2) + 2, "r_shift": r_shift, "sh": sh,
-                           "entries": int(lut.entries)},
-            "cpp_types": {"frac_t": cpp_type(f"ap_ufixed<{max(sh, 1)},0>"), "phi_t": cpp_type(fm["gelu.phi"].ap_type())}}
+    gelu = GELU.attributes(
+        n_in=hid, reuse_factor=(knobs.get("gelu") or LayerKnobs()).reuse_factor or 1,
+        consts={"table": _values(P["lut.gelu"][0], fm["gelu.phi"])},
+        cpp_consts={"n_in": hid, "x_w": f1.W, "a_w": max(f1.W, r_shift + 2) + 2, "r_shift": r_shift, "sh": sh,
+                    "entries": int(lut.entries)},
+        cpp_types={"frac_t": f"ap_ufixed<{max(sh, 1)},0>", "phi_t": fm["gelu.phi"].ap_type()})
 
     class HeadBlock(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.ssa = M["LraeeSSAMean"](ssa)
-            self.ln = M["LraeeLayerNorm"](ln)
-            self.fc1 = torch.nn.Linear(d, d)
-            self.gelu = M["LraeeGELU"](gelu)
-            self.fc2 = torch.nn.Linear(d, e)
+            self.ssa = SSA_MEAN.module(ssa)
+            self.ln = LAYER_NORM.module(ln)
+            self.fc1 = torch.nn.Linear(d, hid)
+            self.gelu = GELU.module(gelu)
+            self.fc2 = torch.nn.Linear(hid, e)
 
         def forward(self, x):
             return self.fc2(self.gelu(self.fc1(self.ln(self.ssa(x)))))
@@ -277,27 +288,27 @@ def head_block(unit, layer: int, scale_exp: int, opts: BlockOptions) -> BlockDef
         model.fc2.bias.copy_(torch.from_numpy(_values(P["fc2.bias"][0], fm["fc2.bias"])))
     model.eval()
 
-    s1, r1 = dense_defaults(d, d, knobs.get("fc1"))
-    s2, r2 = dense_defaults(d, e, knobs.get("fc2"))
+    s1, r1 = dense_defaults(d, hid, knobs.get("fc1"))
+    s2, r2 = dense_defaults(hid, e, knobs.get("fc2"))
     prec = {
-        "ssa": {"result": fm["ssa.out"].ap_type(), "recip": fm["ssa.recip"].ap_type()},
-        "ln": {"result": fm["ln.out"].ap_type(), "recip": fm["ln.recip"].ap_type(), "eps": fvar.ap_type(),
+        "ssa": {"result": fm[SSA_MEAN.output].ap_type(), "recip": fm["ssa.recip"].ap_type()},
+        "ln": {"result": fm[LAYER_NORM.output].ap_type(), "recip": fm["ln.recip"].ap_type(), "eps": fvar.ap_type(),
                "table": fm["ln.rsqrt.lut"].ap_type(), "gamma": fm["ln.weight"].ap_type(),
                "beta": fm["ln.bias"].ap_type()},
         "fc1": {"result": f1.ap_type(), "weight": fm["fc1.weight"].ap_type(), "bias": fm["fc1.bias"].ap_type(),
                 "accum": _dense_accum(fm["ln.out"], fm["fc1.weight"], fm["fc1.bias"], d)},
-        "gelu": {"result": fm["gelu.out"].ap_type(), "table": fm["gelu.phi"].ap_type()},
+        "gelu": {"result": fm[GELU.output].ap_type(), "table": fm["gelu.phi"].ap_type()},
         "fc2": {"result": fm["fc2.out"].ap_type(), "weight": fm["fc2.weight"].ap_type(),
                 "bias": fm["fc2.bias"].ap_type(),
-                "accum": _dense_accum(fm["gelu.out"], fm["fc2.weight"], fm["fc2.bias"], d)},
+                "accum": _dense_accum(fm["gelu.out"], fm["fc2.weight"], fm["fc2.bias"], hid)},
     }
     rfs = {"ssa": ssa["reuse_factor"], "ln": ln["reuse_factor"], "fc1": r1, "gelu": gelu["reuse_factor"], "fc2": r2}
     strategies = {"fc1": s1, "fc2": s2}
     info = {
-        "ssa": {"class": "LraeeSSAMean", "custom": True, "n_in": (n + 1) * d, "n_out": d, "n_tokens": n,
+        "ssa": {"class": SSA_MEAN.name, "custom": True, "n_in": (n + 1) * d, "n_out": d, "n_tokens": n,
                 "reuse_factor": rfs["ssa"], "mult_widths": [fm["ssa.acc"].W, fm["ssa.recip"].W],
                 "out_fmt": fm["ssa.out"].ap_type(), "rom_bits": {}},
-        "ln": {"class": "LraeeLayerNorm", "custom": True, "n_in": d, "n_out": d, "reuse_factor": rfs["ln"],
+        "ln": {"class": LAYER_NORM.name, "custom": True, "n_in": d, "n_out": d, "reuse_factor": rfs["ln"],
                "newton_steps": int(sp.units["ln.rsqrt"].newton_steps),
                "mult_widths": [fdiff.W, fdiff.W],
                "scale_mult_widths": [[fx.W + clog2(d) + 1, fm["ln.recip"].W], [fm["ln.sumsq"].W, fm["ln.recip"].W]],
@@ -308,17 +319,17 @@ def head_block(unit, layer: int, scale_exp: int, opts: BlockOptions) -> BlockDef
                "out_fmt": fm["ln.out"].ap_type(),
                "rom_bits": {"rsqrt_seed": (2 << int(sp.units["ln.rsqrt"].lut_bits), fm["ln.rsqrt.lut"].W),
                             "gamma": (d, fm["ln.weight"].W), "beta": (d, fm["ln.bias"].W)}},
-        "fc1": {"class": "Dense", "custom": False, "n_in": d, "n_out": d, "strategy": s1, "reuse_factor": r1,
+        "fc1": {"class": "Dense", "custom": False, "n_in": d, "n_out": hid, "strategy": s1, "reuse_factor": r1,
                 "mult_widths": [fm["ln.out"].W, fm["fc1.weight"].W], "out_fmt": f1.ap_type(),
                 "accum": prec["fc1"]["accum"],
-                "rom_bits": {"weight": (d * d, fm["fc1.weight"].W), "bias": (d, fm["fc1.bias"].W)}},
-        "gelu": {"class": "LraeeGELU", "custom": True, "n_in": d, "n_out": d, "reuse_factor": rfs["gelu"],
+                "rom_bits": {"weight": (d * hid, fm["fc1.weight"].W), "bias": (hid, fm["fc1.bias"].W)}},
+        "gelu": {"class": GELU.name, "custom": True, "n_in": hid, "n_out": hid, "reuse_factor": rfs["gelu"],
                  "mult_widths": [f1.W, fm["gelu.phi"].W], "out_fmt": fm["gelu.out"].ap_type(),
                  "rom_bits": {"phi_table": (int(lut.entries) + 1, fm["gelu.phi"].W)}},
-        "fc2": {"class": "Dense", "custom": False, "n_in": d, "n_out": e, "strategy": s2, "reuse_factor": r2,
+        "fc2": {"class": "Dense", "custom": False, "n_in": hid, "n_out": e, "strategy": s2, "reuse_factor": r2,
                 "mult_widths": [fm["gelu.out"].W, fm["fc2.weight"].W], "out_fmt": fm["fc2.out"].ap_type(),
                 "accum": prec["fc2"]["accum"],
-                "rom_bits": {"weight": (d * e, fm["fc2.weight"].W), "bias": (e, fm["fc2.bias"].W)}},
+                "rom_bits": {"weight": (hid * e, fm["fc2.weight"].W), "bias": (e, fm["fc2.bias"].W)}},
     }
     cfg = _hls_config(model, ((n + 1) * d,), "ap_int<8>", prec, rfs, strategies, opts)
     return BlockDef("head", layer, f"head_L{int(layer)}", model, ((n + 1) * d,), cfg, "ap_int<8>", info,
@@ -330,33 +341,72 @@ def gate_input_fmt(spec) -> tuple[bool, int, int]:
     return union_fmt([fm["conf.out"], fm["margin.out"], fm["sav.out"]])
 
 
+GATE_FEATURES = (("conf.out", "gate.w_conf"), ("margin.out", "gate.w_margin"), ("sav.out", "gate.w_sav"))
+
+
+def gate_layer_info(spec, w_codes, b_code: int, strategy: str = "Latency", reuse_factor: int = 1,
+                    native_inputs: bool = False) -> dict:
+    """:mod:`hls.estimate` description of the gate block: ``gate`` (Dense 3 -> 1) and ``comparator``.
+
+    ``w_codes``: the three weight codes (formats gate.w_conf, gate.w_margin, gate.w_sav), ``b_code``: gate.b's.
+    The constant-weight sum (``const_weights``, :func:`hls.estimate.const_dense`) is the HLS layer's: the features
+    in the union input type, the weights in the union weight type, aligned at the accumulator's binary point.
+    ``native_inputs``: the RTL gate's (:func:`rtl.blocks.gate_rtl`): each feature in its own format times its own
+    weight, aligned at F_al = max(F_f + F_w, F_b)."""
+    fm = spec.formats
+    s_in, i_in, f_in = gate_input_fmt(spec)
+    ws, wi, wf = union_fmt([fm[w] for _, w in GATE_FEATURES])
+    fg, fb = fm["gate.out"], fm["gate.b"]
+    accum = _dense_accum((s_in, i_in, f_in), (ws, wi, wf), fb, 3)
+    w_codes = [int(c) for c in w_codes]
+    if native_inputs:
+        f_al = max([fm[f].F + fm[w].F for f, w in GATE_FEATURES] + [fb.F])
+        inputs = [[fm[f].W, fm[f].signed] for f, _ in GATE_FEATURES]
+        codes = w_codes
+        shifts = [f_al - fm[f].F - fm[w].F for f, w in GATE_FEATURES]
+    else:
+        f_al = max(f_in + wf, fb.F)  # the accumulator's F (_dense_accum)
+        inputs = [[i_in + f_in, s_in]] * 3
+        codes = [c << (wf - fm[w].F) for c, (_, w) in zip(w_codes, GATE_FEATURES)]
+        shifts = [f_al - f_in - wf] * 3
+    const = {"inputs": inputs, "codes": [codes], "shifts": [shifts], "bias": [int(b_code)], "bias_shift": f_al - fb.F,
+             "cast": {"shift": f_al - fg.F, "W": fg.W, "signed": fg.signed, "rounding": fg.rounding,
+                      "overflow": fg.overflow}}
+    return {
+        "gate": {"class": "Dense", "custom": False, "n_in": 3, "n_out": 1, "strategy": strategy,
+                 "reuse_factor": int(reuse_factor), "mult_widths": [i_in + f_in, wi + wf], "out_fmt": fg.ap_type(),
+                 "accum": accum, "const_weights": const,
+                 "rom_bits": {"weight": (3, wi + wf), "bias": (1, fb.W)}},
+        "comparator": {"class": EXIT_COMPARATOR.name, "custom": True, "n_in": 1, "n_out": 2, "reuse_factor": 1,
+                       "cmp_width": fg.W, "out_fmt": fixed_type(True, max(fg.I, 2), fg.F),
+                       "rom_bits": {"threshold": (1, fg.W)}},
+    }
+
+
 def gate_block(unit, layer: int, opts: BlockOptions) -> BlockDef:
     """The gate block of ``layer``: 3 -> 1 Dense on (conf, margin, SAV) and the threshold comparator."""
     import torch
 
-    from .extension import modules
-
     sp, fm = unit.spec, unit.spec.formats
     P = unit.quantized_parameters(layer)
-    M = modules()
     knobs = opts.knobs
     s_in, i_in, f_in = gate_input_fmt(sp)
     in_type = fixed_type(s_in, i_in, f_in)
     ws, wi, wf = union_fmt([fm["gate.w_conf"], fm["gate.w_margin"], fm["gate.w_sav"]])
     w_type = fixed_type(ws, wi, wf)
-    fg = fm["gate.out"]
-    out_type = fixed_type(True, max(fg.I, 2), fg.F)
+    fg = fm[EXIT_COMPARATOR.output]
+    out_type = fixed_type(True, max(fg.I, 2), fg.F)  # g exactly, and the exit bit (1 needs I >= 2)
     w = np.array([[_values([P[n][0]], fm[n])[0] for n in ("gate.w_conf", "gate.w_margin", "gate.w_sav")]])
     b = _values([P["gate.b"][0]], fm["gate.b"])
     thr = _values([P["gate.threshold"][0]], fg)
-    comp = {"reuse_factor": 1, "threshold": float(thr[0]), "consts": {"threshold": thr}, "cpp_consts": {},
-            "cpp_types": {"thr_t": cpp_type(fg.ap_type())}}
+    comp = EXIT_COMPARATOR.attributes(reuse_factor=1, threshold=float(thr[0]), consts={"threshold": thr},
+                                      cpp_consts={}, cpp_types={"thr_t": fg.ap_type()})
 
     class GateBlock(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.gate = torch.nn.Linear(3, 1)
-            self.comparator = M["LraeeExitComparator"](comp)
+            self.comparator = EXIT_COMPARATOR.module(comp)
 
         def forward(self, x):
             return self.comparator(self.gate(x))
@@ -370,16 +420,7 @@ def gate_block(unit, layer: int, opts: BlockOptions) -> BlockDef:
     prec = {"gate": {"result": fg.ap_type(), "weight": w_type, "bias": fm["gate.b"].ap_type(),
                      "accum": _dense_accum((s_in, i_in, f_in), (ws, wi, wf), fm["gate.b"], 3)},
             "comparator": {"result": out_type, "threshold": fg.ap_type()}}
-    info = {
-        "gate": {"class": "Dense", "custom": False, "n_in": 3, "n_out": 1, "strategy": sg, "reuse_factor": rg,
-                 "mult_widths": [i_in + f_in, wi + wf], "out_fmt": fg.ap_type(), "accum": prec["gate"]["accum"],
-                 # constant weights: the union-typed input times each weight's significant bits (hls.estimate)
-                 "mult_widths_each": [[i_in + f_in, const_bits(int(P[n][0]))]
-                                      for n in ("gate.w_conf", "gate.w_margin", "gate.w_sav")],
-                 "rom_bits": {"weight": (3, wi + wf), "bias": (1, fm["gate.b"].W)}},
-        "comparator": {"class": "LraeeExitComparator", "custom": True, "n_in": 1, "n_out": 2, "reuse_factor": 1,
-                       "cmp_width": fg.W, "out_fmt": out_type, "rom_bits": {"threshold": (1, fg.W)}},
-    }
+    info = gate_layer_info(sp, [P[w][0] for _, w in GATE_FEATURES], P["gate.b"][0], sg, rg)
     cfg = _hls_config(model, (3,), in_type, prec, {"gate": rg, "comparator": 1}, {"gate": sg}, opts)
     return BlockDef("gate", layer, f"gate_L{int(layer)}", model, (3,), cfg, in_type, info, fg)
 

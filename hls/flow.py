@@ -1,9 +1,9 @@
 """Generate, compile and C-simulate the exit blocks of a policy; write ``hls_report.json``.
 
-``hls_report.json`` (schema ``lraee/hls-report`` version 1)::
+``hls_report.json`` (schema ``lraee/hls-report`` version 2; version 2 added the ``rtl`` fields)::
 
     {
-      "schema": "lraee/hls-report", "version": 1,
+      "schema": "lraee/hls-report", "version": 2,
       "latency_cycles": int, "interval_cycles": int,     # the exit unit hwsim charges (gate blocks, worst layer)
       "exit_unit": {"blocks": [...], "latency_cycles", "interval_cycles", "dsp", "bram_18k", "lut", "ff"},
       "head": {"latency_cycles", "interval_cycles", ...},  # the worst SSA head block (hwsim maps heads on the array)
@@ -11,9 +11,27 @@
       "vectors": {"source", "n", "files", "scale_exp"},
       "blocks": {"head_L9": {"kind", "layer", "project_dir" (relative to this file), "project_name", "csim": {"vectors", "exact_match",
                  "mismatches", "exit_match" (gate), "float_error": {...}}, (wall times: hls_timings.json)
-                 "estimate": {dsp, bram_18k, lut, ff, latency_cycles, interval_cycles, latency_ns, layers}}},
-      "formulas": {...}, "synthesis": {"available": bool, "how": str}
+                 "estimate": {dsp, bram_18k, lut, ff, latency_cycles, interval_cycles, latency_ns, layers},
+                 "rtl": {...} (with --rtl-report, when lraee rtl built the matching block; see below)}},
+      "formulas": {...}, "synthesis": {"available": bool, "how": str},
+      "rtl": {"report" (path relative to this file), "sha256", "status": "done" | "skipped", "why" (skipped),
+              "part", "family", "blocks_merged": [...]}            (with --rtl-report only)
     }
+
+With ``--rtl-report`` (the ``rtl_report.json`` of ``lraee rtl`` on the same policy and spec) each block gets
+the Yosys ``synth_xilinx`` counts of its open-RTL twin (:func:`merge_rtl`)::
+
+    gate_L{L}: "rtl": {"block": "gate_L{L}", "module", "family", "sim_exact_match", "relation" (text),
+                       "yosys": {lut, ff, carry, dsp, bram_18k} (cells; bram_18k: RAMB18 + 2 RAMB36),
+                       "compare": {lut|ff|dsp|bram_18k: {"yosys", "estimate" (hls/estimate.py on the RTL gate's
+                                   datapath: each feature in its own format), "ratio" (estimate / yosys; null when
+                                   yosys is 0), "off_by_more_than_25pct"}},
+                       "hls_block": {same fields, "estimate" = this block's estimate above (union input type)}}
+    head_L{L}: "rtl": {"block": "ssa_sav_L{L}", ..., "relation": the head's ssa layer + SAV as a streaming
+                       accumulator (another architecture), "compare": against that architecture's formula
+                       (hls.estimate.streaming_ssa_sav); no hls_block (nothing to compare this block's with)}
+
+A block whose twin was not synthesised (``lraee rtl --synth gate``: no ssa_sav counts) has ``"yosys": null``.
 """
 from __future__ import annotations
 
@@ -33,10 +51,13 @@ from common.atomic import write_json
 from common.errors import InputError
 
 from .blocks import BLOCKS, BlockOptions, convert, gate_block, head_block
-from .estimate import FORMULAS, block_estimate
+from .estimate import COMPARED, FORMULAS, block_estimate, compare_counts
+from .extension import CUSTOM_LAYERS
+from .tools import ToolFailed, last_error
 
 SCHEMA = "lraee/hls-report"
-VERSION = 1
+VERSION = 2
+RTL_SCHEMA, RTL_VERSION = "lraee/rtl-report", 2  # rtl.flow's (hls does not import rtl)
 TB_VECTORS = 100  # vectors written to each project's tb_data/ for the vendor C-simulation
 
 
@@ -164,10 +185,12 @@ def check_blocks(blocks) -> tuple:
 
 def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[int] | None = None,
         blocks: tuple = BLOCKS, opts: BlockOptions | None = None, compile: bool = True, log=print,
-        keep: dict | None = None) -> dict:
+        keep: dict | None = None, rtl_report: Path | None = None) -> dict:
     """Generate every (block, layer) project under ``out``, compile and C-simulate; write hls_report.json.
 
-    ``keep`` (a dict) receives the exit unit (``"unit"``) and the compiled hls4ml models by block name."""
+    ``keep`` (a dict) receives the exit unit (``"unit"``) and the compiled hls4ml models by block name.
+    ``rtl_report``: the rtl_report.json of ``lraee rtl`` on the same policy and spec; its Yosys counts are
+    merged into the blocks (:func:`merge_rtl`)."""
     from exitlogic.fixedpoint import ExitUnit
 
     opts = (opts or BlockOptions()).validate()
@@ -176,12 +199,13 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
         raise InputError(f"--out {out}: exists and is not a folder")
     check_blocks(blocks)
     layers = requested_layers(policy, layers, vectors, needs_thresholds="gate" in blocks)
+    rtl = None if rtl_report is None else (Path(rtl_report), load_rtl_report(rtl_report, policy.meta["policy_sha256"]))
     # everything is generated in a staging folder beside --out and moved in when complete: a failed or
     # killed run leaves no partial project at the final path (and no --out when there was none)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        report = _generate(policy, vectors, stage, spec_path, layers, blocks, opts, compile, log, keep)
+        report = _generate(policy, vectors, stage, spec_path, layers, blocks, opts, compile, log, keep, rtl, out)
         publish_tree(stage, out)
     except BaseException as exc:
         if not getattr(exc, "keep_stage", False):
@@ -228,8 +252,10 @@ def _repoint(project: Path, stage: Path, out: Path) -> None:
                 f.write_text(text.replace(old, new))
 
 
-def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compile, log, keep) -> dict:
-    """Write every project, the spec and the reports under ``out`` (the staging folder)."""
+def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compile, log, keep, rtl=None,
+              final: Path | None = None) -> dict:
+    """Write every project, the spec and the reports under ``out`` (the staging folder; ``final``: the folder
+    it becomes, for paths relative to the report).  ``rtl``: (path, loaded rtl_report.json) or None."""
     from exitlogic.fixedpoint import ExitUnit
 
     spec, spec_info = build_spec(policy, vectors, spec_path, log)
@@ -243,6 +269,8 @@ def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compi
     spec.save(spec_file)
     spec_info["written"] = spec_file.name  # beside hls_report.json
     spec_info["sha256"] = hashlib.sha256(spec_file.read_bytes()).hexdigest()
+    if rtl is not None:  # before any project is compiled
+        check_rtl_spec(rtl[1], rtl[0], spec_info["sha256"])
 
     report = {"schema": SCHEMA, "version": VERSION, "policy": str(policy.path), "policy_sha256": sha,
               "backend": opts.backend, "part": opts.part, "clock_period_ns": float(opts.clock_period_ns),
@@ -268,20 +296,19 @@ def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compi
                      "project_name": f"{opts.project}_{bd.name}", "timing_s": {"generate": round(t_gen, 3)}}
             style = str(hm.config.pipeline_style or "dataflow").lower()
             entry["estimate"] = block_estimate(bd.layer_info, style, opts.clock_period_ns)
-            entry["hls4ml_layers"] = {n: {"class": i["class"], "custom": bool(i.get("custom")),
-                                          "out": i["out_fmt"], "reuse_factor": i.get("reuse_factor"),
-                                          "strategy": i.get("strategy")} for n, i in bd.layer_info.items()}
+            entry["hls4ml_layers"] = {n: _layer_entry(i) for n, i in bd.layer_info.items()}
             if compile:
                 t1 = time.time()
                 try:
                     with contextlib.redirect_stdout(buf):
                         hm.compile()
                 except Exception as exc:  # g++ output is in hls4ml's printout: keep it for the user
-                    (pdir / "hls4ml_log.txt").write_text(buf.getvalue())
-                    err = RuntimeError(f"{bd.name}: hls4ml compile failed ({exc}); compiler output in "
-                                       f"{pdir / 'hls4ml_log.txt'} (the partial output folder is kept)")
+                    log_file = pdir / "hls4ml_log.txt"
+                    log_file.write_text(buf.getvalue())
+                    err = ToolFailed("g++", f"hls4ml compile of {bd.name}: {exc}; the partial output folder is kept",
+                                     log_file, last_error(buf.getvalue()))
                     err.keep_stage = True
-                    raise err from exc
+                    raise err from None
                 entry["timing_s"]["compile"] = round(time.time() - t1, 3)
                 t2 = time.time()
                 with contextlib.redirect_stdout(buf):
@@ -300,12 +327,25 @@ def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compi
             if keep is not None:
                 keep[bd.name] = hm
             del hm
+    if rtl is not None:
+        merge_rtl(report, rtl[1], rtl[0], final or out)
+        log(f"merged the Yosys counts of {len(report['rtl'].get('blocks_merged', []))} blocks from {rtl[0]}"
+            if rtl[1]["status"] == "done" else f"{rtl[0]}: RTL skipped ({report['rtl']['why']}); no counts merged")
     _summaries(report)
     # wall times differ between runs: they go to hls_timings.json, the report holds results only
     write_json(inside(out, out / "hls_timings.json"),
                {name: b.pop("timing_s") for name, b in report["blocks"].items() if "timing_s" in b})
     write_json(inside(out, out / "hls_report.json"), report)
     return report
+
+
+def _layer_entry(info: dict) -> dict:
+    """A block's layer in the report; a custom layer also names the numpy stage its C++ mirrors."""
+    e = {"class": info["class"], "custom": bool(info.get("custom")), "out": info["out_fmt"],
+         "reuse_factor": info.get("reuse_factor"), "strategy": info.get("strategy")}
+    if info["class"] in CUSTOM_LAYERS:
+        e["mirrors"] = f"exitlogic.fixedpoint.stages.{CUSTOM_LAYERS[info['class']].twin}"
+    return e
 
 
 def _summaries(report: dict) -> None:
@@ -339,6 +379,100 @@ def _summaries(report: dict) -> None:
             report["interval_cycles"] = head["interval_cycles"]
     cs = [b["csim"]["exact_match"] for b in report["blocks"].values() if "csim" in b]
     report["exact_match"] = float(min(cs)) if cs else None
+
+
+YOSYS_KEYS = ("lut", "ff", "carry", "dsp", "bram_18k")
+RELATION_GATE = ("the same function; the HLS block takes the three features in one union input type, the RTL each "
+                 "in its own format: compare is the hls/estimate.py formula on the RTL's datapath, hls_block this "
+                 "block's own estimate, against the same Yosys counts")
+RELATION_HEAD = ("the head's ssa layer + SAV as a streaming accumulator (another architecture): compare is that "
+                 "architecture's formula (hls.estimate.streaming_ssa_sav); nothing is compared with this block's "
+                 "estimate")
+
+
+def _need(d, key: str, path: Path, field: str, kind=dict):
+    v = d.get(key) if isinstance(d, dict) else None
+    if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
+        raise InputError(f"{path}: {field}: missing or not a {getattr(kind, '__name__', kind)}; allowed: the "
+                         f"rtl_report.json of `lraee rtl`")
+    return v
+
+
+def load_rtl_report(path: Path, policy_sha256: str) -> dict:
+    """The ``rtl_report.json`` of ``lraee rtl`` given to ``--rtl-report``: schema, version, status, the policy and
+    every block field :func:`merge_rtl` reads checked (one-line InputError naming the file and field)."""
+    from common.readers import read_json
+
+    path = Path(path)
+    d = read_json(path, allowed="rtl_report.json of `lraee rtl`")
+    if not isinstance(d, dict) or d.get("schema") != RTL_SCHEMA:
+        raise InputError(f"{path}: schema {d.get('schema') if isinstance(d, dict) else d!r}; allowed: {RTL_SCHEMA!r}")
+    if d.get("version") != RTL_VERSION:
+        raise InputError(f"{path}: version {d.get('version')!r}; allowed: {RTL_VERSION} (rerun `lraee rtl`)")
+    if d.get("status") not in ("done", "skipped"):
+        raise InputError(f"{path}: status {d.get('status')!r}; allowed: 'done', 'skipped'")
+    if d["status"] == "skipped":
+        return d
+    if d.get("policy_sha256") != policy_sha256:
+        raise InputError(f"{path}: policy_sha256 {str(d.get('policy_sha256'))[:12]}...: made for another policy "
+                         f"(this one: {policy_sha256[:12]}...); allowed: the rtl_report.json of `lraee rtl` on the "
+                         f"same --policy")
+    _need(_need(d, "spec", path, "spec"), "sha256", path, "spec.sha256", str)
+    _need(d, "family", path, "family", str)
+    for name, b in _need(d, "blocks", path, "blocks").items():
+        f = f"blocks.{name}"
+        _need(b, "module", path, f"{f}.module", str)
+        _need(_need(b, "sim", path, f"{f}.sim"), "exact_match", path, f"{f}.sim.exact_match", (int, float))
+        _need(b, "estimate", path, f"{f}.estimate")
+        if "synth" in b:
+            c = _need(_need(b, "synth", path, f"{f}.synth"), "counts", path, f"{f}.synth.counts")
+            for k in ("lut", "ff", "carry", "dsp", "bram_18k_equiv"):
+                _need(c, k, path, f"{f}.synth.counts.{k}", int)
+            for k in COMPARED:
+                _need(b["estimate"], k, path, f"{f}.estimate.{k}", int)
+    return d
+
+
+def check_rtl_spec(rtl: dict, rtl_path: Path, spec_sha256: str) -> None:
+    """Refuse (one-line InputError) an RTL report emitted from another fixed-point spec than ``spec_sha256``."""
+    if rtl["status"] == "done" and rtl["spec"]["sha256"] != spec_sha256:
+        raise InputError(f"--rtl-report {rtl_path}: spec.sha256 {rtl['spec']['sha256'][:12]}... differs from this "
+                         f"run's fixed-point spec ({spec_sha256[:12]}...); allowed: the rtl_report.json of "
+                         f"`lraee rtl` with the same --spec")
+
+
+def merge_rtl(report: dict, rtl: dict, rtl_path: Path, out: Path) -> None:
+    """Put the Yosys counts of each block's open-RTL twin (``lraee rtl``) beside its estimate (see module doc).
+
+    gate_L{L} <- the RTL gate_L{L} (the same function; compared with this block's own estimate);
+    head_L{L} <- the RTL ssa_sav_L{L} (the head's ssa layer + SAV, streaming: compared with its own formula).
+    Refused (InputError) when the RTL was emitted from another fixed-point spec than this report's."""
+    rtl_path = Path(rtl_path)
+    top = {"report": os.path.relpath(rtl_path.resolve(), Path(out).resolve()),
+           "sha256": hashlib.sha256(rtl_path.read_bytes()).hexdigest(), "status": rtl["status"]}
+    report["rtl"] = top
+    if rtl["status"] == "skipped":
+        top["why"] = str(rtl.get("why", ""))
+        return
+    check_rtl_spec(rtl, rtl_path, report["spec"]["sha256"])
+    top.update(part=rtl.get("part"), family=rtl["family"], blocks_merged=[])
+    for name, entry in report["blocks"].items():
+        twin = name if entry["kind"] == "gate" else f"ssa_sav_L{entry['layer']}"
+        rb = rtl["blocks"].get(twin)
+        if rb is None:
+            continue
+        same = entry["kind"] == "gate"
+        r = {"block": twin, "module": rb["module"], "family": rtl["family"],
+             "sim_exact_match": float(rb["sim"]["exact_match"]),
+             "relation": RELATION_GATE if same else RELATION_HEAD, "yosys": None}
+        if "synth" in rb:
+            c = rb["synth"]["counts"]
+            r["yosys"] = {k: int(c["bram_18k_equiv" if k == "bram_18k" else k]) for k in YOSYS_KEYS}
+            r["compare"] = compare_counts(r["yosys"], rb["estimate"])
+            if same:
+                r["hls_block"] = compare_counts(r["yosys"], entry["estimate"])
+        entry["rtl"] = r
+        top["blocks_merged"].append(name)
 
 
 def load_report(path: Path) -> dict:

@@ -16,13 +16,15 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_ARCH = CONFIG_DIR / "arch.yaml"
 
 
-def _geometry(args, trace=None):
+def _geometry(path, trace=None):
+    """The encoder geometry: the JSON at ``path`` (``--geometry``), else the trace meta's."""
     from quant.geometry import EncoderGeometry
-    if getattr(args, "geometry", None):
+    path = getattr(path, "geometry", path)  # an argparse namespace or the path itself
+    if path:
         try:
-            return EncoderGeometry.from_json(args.geometry)
+            return EncoderGeometry.from_json(path)
         except (ValueError, TypeError) as e:
-            raise InputError(f"{args.geometry}: geometry: {e}; allowed: the JSON of lraee info --json") from None
+            raise InputError(f"{path}: geometry: {e}; allowed: the JSON of lraee info --json") from None
     if trace is not None and trace.geometry is not None:
         return trace.geometry
     raise InputError("--geometry: missing (the trace meta has no geometry); allowed: a geometry JSON "
@@ -94,7 +96,7 @@ def cmd_sim(args) -> int:
                 stalls = mem.stall_cycles
             else:
                 stalls = sio.stall_estimate(layers, cfg)
-        rows = sio.compute_report_rows(layers, cfg, stalls)
+        rows = sio.compute_report_rows(layers, cfg, stalls, None if mem is None else mem.total_cycles)
         sio.write_compute_report(out / "COMPUTE_REPORT.csv", rows)
         written = ["COMPUTE_REPORT.csv"]
         if mem is not None:
@@ -104,20 +106,35 @@ def cmd_sim(args) -> int:
             written += ["BANDWIDTH_REPORT.csv", "DETAILED_ACCESS_REPORT.csv"]
             inexact = int((~mem.exact).sum())
             if inexact:
-                print(f"note: {inexact} layer(s) overflow a buffer half; their stalls and DRAM counts are estimates "
-                      "(exact only when every operand fits the active half of its buffer)")
+                from .scalesim_memory import REPLAY_BUDGET
+                print(f"note: {inexact} layer(s) estimated, not replayed (conv windows that overlap, or more than "
+                      f"{REPLAY_BUDGET:,} words to replay); their stalls and DRAM counts are estimates")
         print(f"wrote {', '.join(str(out / w) for w in written)} ({len(rows)} layers, {cfg.dataflow}, "
               f"{cfg.rows}x{cfg.cols})")
         return 0
     from common.atomic import removed_on_error
     with removed_on_error(out):
-        return _sim_trace(args, out)
+        simulate_trace(args.arch, args.trace, out, trace_meta=args.trace_meta, geometry=args.geometry,
+                       load=args.load, loads=_loads(args.load_sweep), slo_us=args.slo_us,
+                       size_stages=args.size_stages)
+    return 0
 
 
-def _sim_trace(args, out: Path) -> int:
+DEFAULT_LOADS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def simulate_trace(arch_path, trace_path, out: Path, *, trace_meta=None, geometry=None, load: float = 0.5,
+                   loads=DEFAULT_LOADS, slo_us: float | None = None, size_stages: int | None = None,
+                   log=print) -> dict:
+    """Replay the exit trace at ``trace_path`` (meta beside it, or ``trace_meta``) on the accelerator YAML
+    ``arch_path``, and the same trace at full depth: writes ``out/summary.json`` and ``out/samples.csv`` and
+    returns the summary. ``load``: the stated load (fraction of the full-depth throughput, Poisson
+    arrivals), ``loads``: the load sweep, ``slo_us``: the latency SLO in us (default 2 x the full-depth
+    service p99), ``size_stages``: pipelined archs, allocate this many PEs over the stages for the trace's
+    exit profile. ``log`` receives the printed table."""
     import numpy as np
     from common.atomic import atomic_path, write_json
-    from .config import load_arch
+    from .config import load_arch, with_trace_precision
     from .costs import build_costs
     from .energy import table_for
     from .trace import read_trace
@@ -126,29 +143,30 @@ def _sim_trace(args, out: Path) -> int:
     from .costs import bound_of
     from .load import load_sweep, simulate
 
-    loads = _loads(args.load_sweep)
-    if not 0 < args.load <= 2:
-        raise InputError(f"--load: {args.load}; allowed: a number in (0, 2] (fraction of the full-depth throughput)")
-    if args.slo_us is not None and args.slo_us <= 0:
-        raise InputError(f"--slo-us: {args.slo_us}; allowed: a number > 0 (microseconds)")
-    arch = load_arch(args.arch)
-    trace = read_trace(args.trace, args.trace_meta)
-    geom = _geometry(args, trace)
+    loads = list(loads)
+    if not 0 < load <= 2:
+        raise InputError(f"--load: {load}; allowed: a number in (0, 2] (fraction of the full-depth throughput)")
+    if slo_us is not None and slo_us <= 0:
+        raise InputError(f"--slo-us: {slo_us}; allowed: a number > 0 (microseconds)")
+    arch = load_arch(arch_path)
+    trace = read_trace(trace_path, trace_meta)
+    arch, precision = with_trace_precision(arch, trace.meta)     # widths: the YAML's, else the trace's recipe
+    geom = _geometry(geometry, trace)
     if geom.depth != trace.depth:
-        raise InputError(f"{args.trace}: depth: trace depth {trace.depth} != geometry depth {geom.depth}; allowed: {geom.depth}")
+        raise InputError(f"{trace_path}: depth: trace depth {trace.depth} != geometry depth {geom.depth}; allowed: {geom.depth}")
     sizing = None
     if arch.architecture == "pipelined":
         from .pipelined import allocate_pes, check_stages
-        check_stages(arch, geom.depth, args.arch)
-        if args.size_stages is not None:
-            arch, sizing = allocate_pes(arch, geom, trace, args.size_stages)
-    elif args.size_stages is not None:
-        raise InputError(f"--size-stages: {args.arch} is monolithic; allowed: an arch with architecture: pipelined")
+        check_stages(arch, geom.depth, arch_path)
+        if size_stages is not None:
+            arch, sizing = allocate_pes(arch, geom, trace, size_stages)
+    elif size_stages is not None:
+        raise InputError(f"--size-stages: {arch_path} is monolithic; allowed: an arch with architecture: pipelined")
     table = table_for(arch.energy)
     ee = simulate(arch, geom, trace, table)
     full = simulate(arch, geom, trace.full_depth(), table)
-    sweep = load_sweep(arch, geom, trace, sorted(set(loads) | {args.load}), args.slo_us)
-    stated = next(r for r in sweep["rows"] if r["load"] == args.load)
+    sweep = load_sweep(arch, geom, trace, sorted(set(loads) | {load}), slo_us)
+    stated = next(r for r in sweep["rows"] if r["load"] == load)
     if arch.architecture == "pipelined":
         from .pipelined import stage_arch
         bn = ee["pipeline"]["bottleneck_stage"] - 1
@@ -177,11 +195,12 @@ def _sim_trace(args, out: Path) -> int:
                 and k not in ("finish_cycles", "arrival_cycles", "start_cycles")}
 
     summary = {
-        "arch": arch.model_dump(), "energy_table": table.citation,
+        "arch": arch.model_dump(), "energy_table": table.citation, "precision": precision,
+        "mac_energy_scaling": table.mac_scaling,
         "workload": {"model": geom.model, "depth": geom.depth, "tokens": geom.tokens, "width": geom.width,
                      "vision_macs": vision_macs(geom), "head_macs": head_macs(geom, trace.num_classes),
                      "candidate_layers": list(trace.candidate_layers), "num_classes": trace.num_classes},
-        "trace": {"path": str(args.trace), "samples": len(trace), "accuracy": trace.accuracy,
+        "trace": {"path": str(trace_path), "samples": len(trace), "accuracy": trace.accuracy,
                   "mean_exit_layer": float(trace.exit_layer.mean())},
         "early_exit": clean(ee), "full_depth": clean(full), "savings": savings,
         "bound": bound, "stage_sizing": sizing,
@@ -209,9 +228,9 @@ def _sim_trace(args, out: Path) -> int:
         hw = f"{arch.array.rows}x{arch.array.cols} {arch.array.dataflow}" + (" overlapped" if arch.overlap else "")
     batching = ("one sample per stage" if arch.architecture == "pipelined"
                 else f"{arch.batch.policy} batch {arch.effective_batch}")
-    print(f"{len(trace)} samples on {hw} @ {arch.clock_mhz:g} MHz, {batching}, {arch.arrivals.mode} arrivals "
+    log(f"{len(trace)} samples on {hw} @ {arch.clock_mhz:g} MHz, {batching}, {arch.arrivals.mode} arrivals "
           f"({ee['evaluator']})")
-    print(f"{'':22s}{'early exit':>14s}{'full depth':>14s}{'saving':>10s}")
+    log(f"{'':22s}{'early exit':>14s}{'full depth':>14s}{'saving':>10s}")
     rows = [("cycles", e["makespan_cycles"], fd["makespan_cycles"], savings["cycles_saving"]),
             ("throughput img/s", e["throughput_img_s"], fd["throughput_img_s"], savings["throughput_gain"]),
             ("service lat. p50 us", e["service_latency_us"]["p50"], fd["service_latency_us"]["p50"], None),
@@ -222,16 +241,16 @@ def _sim_trace(args, out: Path) -> int:
             ("energy/img uJ", e["energy_per_image_uj"]["total"], fd["energy_per_image_uj"]["total"], savings["energy_saving"]),
             ("MACs/img", e["macs_per_image"], fd["macs_per_image"], savings["macs_saving_incl_heads"])]
     for name, a, b, s in rows:
-        print(f"{name:22s}{a:14.6g}{b:14.6g}{'' if s is None else f'{s:10.1%}':>10s}")
-    print(f"FLOPs saving (backbone, paper's definition): {fs:.1%}")
+        log(f"{name:22s}{a:14.6g}{b:14.6g}{'' if s is None else f'{s:10.1%}':>10s}")
+    log(f"FLOPs saving (backbone, paper's definition): {fs:.1%}")
     st = stated
-    print(f"at load {st['load']:g} ({st['rate_img_s']:.4g} img/s Poisson, seed {arch.arrivals.seed}): sojourn p50 "
+    log(f"at load {st['load']:g} ({st['rate_img_s']:.4g} img/s Poisson, seed {arch.arrivals.seed}): sojourn p50 "
           f"{st['sojourn_p50_us']:.4g} us, p99 {st['sojourn_p99_us']:.4g} us; service p50 {st['service_p50_us']:.4g} us; "
           f"SLO {st['slo_us']:.4g} us met by {st['slo_attainment']:.1%}")
-    print(f"bound: {bound['bound']}" + (f" (stage {bound['stage']})" if "stage" in bound else ""))
-    print(f"wrote {out / 'summary.json'}, {out / 'samples.csv'}")
+    log(f"bound: {bound['bound']}" + (f" (stage {bound['stage']})" if "stage" in bound else ""))
+    log(f"wrote {out / 'summary.json'}, {out / 'samples.csv'}")
     del np
-    return 0
+    return summary
 
 
 def _loads(text: str) -> list[float]:
@@ -270,34 +289,43 @@ def register_dse(sub) -> None:
 
 
 def cmd_dse(args) -> int:
+    dse_sweep(args.space, args.out, traces=args.trace, policies=args.policies, geometry=args.geometry,
+              max_configs=args.max_configs, workers=args.workers, scheduler=args.scheduler,
+              progress=not args.no_progress and sys.stderr.isatty())
+    return 0
+
+
+def dse_sweep(space_path, out, *, traces=(), policies=None, geometry=None, max_configs: int | None = None,
+              workers: int | None = None, scheduler: str | None = None, progress: bool = False, log=print) -> dict:
+    """Sweep the DSE space YAML ``space_path`` over its traces plus ``traces`` (CSV paths) and, with
+    ``policies`` (a Pareto JSON of threshold sets), every policy point: writes ``out/results.csv``,
+    ``pareto.csv``, ``pareto.png`` and ``dse.json``; returns the sweep summary. Nothing is left at ``out``
+    when it fails."""
     from .dse import Space, run_dse
     from .trace import read_policies, read_trace
-    if args.max_configs is not None and args.max_configs < 1:
-        raise InputError(f"--max-configs: {args.max_configs}; allowed: an integer >= 1")
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers: {args.workers}; allowed: an integer >= 1")
+    if max_configs is not None and max_configs < 1:
+        raise InputError(f"--max-configs: {max_configs}; allowed: an integer >= 1")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers: {workers}; allowed: an integer >= 1")
     from common.atomic import check_out_dir, removed_on_error
-    check_out_dir(args.out)
-    space = Space(args.space, args.max_configs)
-    paths = list(space.trace_paths) + [Path(t) for t in args.trace]
+    check_out_dir(out)
+    space = Space(space_path, max_configs)
+    paths = list(space.trace_paths) + [Path(t) for t in traces]
     if not paths:
         raise InputError("--trace: missing (the space lists no traces); allowed: one or more trace CSVs")
-    policies = read_policies(args.policies) if args.policies else None
+    pol = read_policies(policies) if policies else None
     # before reading traces: fail fast, write nothing
-    space.check_size(len(paths), len(policies.points) if policies else None)
-    traces = [read_trace(p) for p in paths]
-    if space.geometry_path and not args.geometry:
-        args.geometry = str(space.geometry_path)
-    geom = _geometry(args, traces[0])
-    for p, t in zip(paths, traces):
+    space.check_size(len(paths), len(pol.points) if pol else None)
+    read = [read_trace(p) for p in paths]
+    geom = _geometry(geometry or (str(space.geometry_path) if space.geometry_path else None), read[0])
+    for p, t in zip(paths, read):
         if t.depth != geom.depth:
             raise InputError(f"{p}: depth: {t.depth} != geometry depth {geom.depth}; allowed: {geom.depth}")
-    with removed_on_error(args.out):  # an unreachable scheduler or a failed sweep leaves no --out behind
-        s = run_dse(space, traces, geom, args.out, workers=args.workers, scheduler=args.scheduler,
-                    progress=not args.no_progress and sys.stderr.isatty(), policies=policies)
-    print(json.dumps({k: s[k] for k in ("evaluations", "pareto_points", "seconds", "scheduler")}))
-    print(f"wrote {Path(args.out) / 'results.csv'}, pareto.csv, pareto.png, dse.json")
-    return 0
+    with removed_on_error(out):  # an unreachable scheduler or a failed sweep leaves no --out behind
+        s = run_dse(space, read, geom, out, workers=workers, scheduler=scheduler, progress=progress, policies=pol)
+    log(json.dumps({k: s[k] for k in ("evaluations", "pareto_points", "seconds", "scheduler")}))
+    log(f"wrote {Path(out) / 'results.csv'}, pareto.csv, pareto.png, dse.json")
+    return s
 
 
 # ---- pipeline-sweep ---------------------------------------------------------------------

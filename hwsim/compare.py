@@ -16,12 +16,12 @@ def split_layer(candidate_layers, depth: int) -> int:
     return min(candidate_layers, key=lambda L: (abs(L - depth / 2), L))
 
 
-def variants(arch: dict, candidate_layers, depth: int) -> dict[str, tuple[dict, list]]:
-    """{name: (arch dict, extra ``lraee sim`` flags)} for :data:`VARIANTS`.
+def variants(arch: dict, candidate_layers, depth: int) -> dict[str, tuple[dict, dict]]:
+    """{name: (arch dict, extra keywords of :func:`hwsim.cli.simulate_trace`)} for :data:`VARIANTS`.
 
     The monolithic variants keep ``arch`` and set ``batch.policy``; ``pipelined`` splits the
     blocks at :func:`split_layer` into two stages with the arch's array and buffers, and asks
-    ``lraee sim --size-stages PEs`` (PEs of the monolithic array) to size both stages for the
+    ``size_stages=PEs`` (``lraee sim --size-stages``; PEs of the monolithic array) to size both stages for the
     trace's exit profile: equal PEs."""
     out = {}
     base = copy.deepcopy(arch)
@@ -30,9 +30,7 @@ def variants(arch: dict, candidate_layers, depth: int) -> dict[str, tuple[dict, 
     for pol in ("static", "regroup", "stream"):
         a = copy.deepcopy(base)
         a.setdefault("batch", {})["policy"] = pol
-        if pol == "regroup":
-            a.pop("overlap", None)
-        out[pol] = (a, [])
+        out[pol] = (a, {})
     arr = base.get("array", {})
     pes = int(arr.get("rows", 32)) * int(arr.get("cols", 32))
     cut = split_layer(list(candidate_layers), depth)
@@ -41,5 +39,5 @@ def variants(arch: dict, candidate_layers, depth: int) -> dict[str, tuple[dict, 
     p.pop("overlap", None)
     p["architecture"] = "pipelined"
     p["stages"] = [{"blocks": [1, cut], "array": dict(arr)}, {"blocks": [cut + 1, depth], "array": dict(arr)}]
-    out["pipelined"] = (p, ["--size-stages", pes])
+    out["pipelined"] = (p, {"size_stages": pes})
     return out

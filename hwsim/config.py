@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from common.errors import InputError
 
-from .cycles import DATAFLOWS, OS_VARIANTS
+from .dataflows import NAMES as DATAFLOWS, OS_VARIANTS
 
 BATCH_POLICIES = ("static", "regroup", "stream")
 ARRIVALS = ("closed", "poisson")
@@ -31,13 +31,34 @@ class ArrayCfg(_Strict):
 
     rows: int = Field(32, gt=0, description="array height R (PEs)")
     cols: int = Field(32, gt=0, description="array width C (PEs)")
-    dataflow: Literal["os", "ws", "is"] = "ws"
-    os_variant: Literal["scalesim", "paper"] = "scalesim"
+    dataflow: Literal[DATAFLOWS] = Field("ws", description="a dataflow of the registry (hwsim/dataflows.py)")
+    os_variant: Literal[OS_VARIANTS] = "scalesim"
+
+
+DEFAULT_OPERAND_BITS = 8
 
 
 class PrecisionCfg(_Strict):
-    operand_bits: int = Field(8, gt=0, le=64, description="weight/activation width, bits")
+    """Operand and partial-sum widths (bits). ``weight_bits`` and ``act_bits`` set each operand,
+    ``operand_bits`` both (the specific field wins); a width the YAML leaves unset follows the
+    exit trace's recipe (``weight_bits`` / ``act_bits`` of its meta, :func:`with_trace_precision`),
+    else 8. Weights: the filter of Linear layers; activations: their inputs and outputs and
+    both operands of attention GEMMs."""
+
+    operand_bits: Optional[int] = Field(None, gt=0, le=64, description="weight and activation width, bits")
+    weight_bits: Optional[int] = Field(None, gt=0, le=64, description="weight width, bits")
+    act_bits: Optional[int] = Field(None, gt=0, le=64, description="activation width, bits")
     accumulator_bits: int = Field(32, gt=0, le=64, description="partial-sum width, bits")
+
+    @property
+    def weights(self) -> int:
+        """Weight width in bits (the YAML's, else 8; see :func:`with_trace_precision`)."""
+        return self.weight_bits or self.operand_bits or DEFAULT_OPERAND_BITS
+
+    @property
+    def activations(self) -> int:
+        """Activation width in bits (the YAML's, else 8; see :func:`with_trace_precision`)."""
+        return self.act_bits or self.operand_bits or DEFAULT_OPERAND_BITS
 
 
 class SramCfg(_Strict):
@@ -162,8 +183,6 @@ class ArchConfig(_Strict):
                 prev = st.blocks[1]
         elif self.stages:
             raise ValueError("stages are only used with architecture: pipelined")
-        if self.overlap and self.batch.policy == "regroup":
-            raise ValueError("overlap supports batch.policy static and stream (regroup forms groups dynamically)")
         if self.overlap and self.batch.max_in_flight != 1:
             raise ValueError("overlap runs two groups in flight (double buffering); leave batch.max_in_flight at 1")
         return self
@@ -208,6 +227,25 @@ def arch_from_dict(d: dict[str, Any], source: str = "<dict>") -> ArchConfig:
         return ArchConfig.model_validate(d)
     except ValidationError as err:
         raise InputError(format_validation_error(source, err)) from None
+
+
+def with_trace_precision(arch: ArchConfig, trace_meta: dict | None) -> tuple[ArchConfig, dict]:
+    """``arch`` with its operand widths resolved: the YAML's where set, else the trace meta's
+    ``weight_bits`` / ``act_bits`` (its quantization recipe), else 8. Returns the arch (both
+    widths explicit, so resolving again changes nothing) and ``{"weight_bits", "act_bits",
+    "source": {field: "arch" | "trace" | "default"}}``."""
+    p = arch.precision
+    meta = trace_meta or {}
+    out, src = {}, {}
+    for field, own in (("weight_bits", p.weight_bits), ("act_bits", p.act_bits)):
+        if own or p.operand_bits:
+            out[field], src[field] = own or p.operand_bits, "arch"
+        elif meta.get(field) is not None:
+            out[field], src[field] = int(meta[field]), "trace"
+        else:
+            out[field], src[field] = DEFAULT_OPERAND_BITS, "default"
+    resolved = arch.model_copy(update={"precision": p.model_copy(update=out)})
+    return resolved, dict(out, source=src)
 
 
 def load_yaml(path: str | Path) -> Any:

@@ -71,7 +71,10 @@ def build_costs(arch: ArchConfig, geometry: EncoderGeometry, num_classes: int, m
     b = np.arange(0, max_batch + 1, dtype=np.int64)
     out = StageCosts(max_batch=max_batch, static_mw=static_power_mw(arch), clock_mhz=arch.clock_mhz,
                      pes=arch.array.rows * arch.array.cols)
-    e_mac = table.mac_pj(arch.precision.operand_bits, arch.precision.accumulator_bits)
+    pr = arch.precision
+    # a Linear layer multiplies weights by activations; attention GEMMs activations by activations
+    e_mac = {"rows": table.mac_pj(pr.weights, pr.activations, pr.accumulator_bits),
+             "count": table.mac_pj(pr.activations, pr.activations, pr.accumulator_bits)}
     s = arch.sram
     e_i = table.sram_pj_per_64b(s.ifmap_kb / s.banks) / 64.0
     e_f = table.sram_pj_per_64b(s.filter_kb / s.banks) / 64.0
@@ -101,7 +104,7 @@ def build_costs(arch: ArchConfig, geometry: EncoderGeometry, num_classes: int, m
             spill[1:] += np.broadcast_to(mem.spill_bytes, bb.shape) / arch.dram_bytes_per_cycle
             mac = mm * gm.k * gm.n * cnt
             macs[1:] += mac
-            e["mac"][1:] += mac * e_mac
+            e["mac"][1:] += mac * e_mac[gm.batching]
             e["sram"][1:] += (mem.sram_ifmap_bits * e_i + mem.sram_filter_bits * e_f
                               + mem.sram_ofmap_bits * e_o + mem.sram_fill_bits * e_f)
             e["dram"][1:] += mem.dram_bytes * e_dram_byte

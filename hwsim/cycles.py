@@ -1,26 +1,21 @@
 """Compute cycles of a GEMM on an R x C systolic array, exactly as SCALE-Sim v2 counts them.
 
 A GEMM multiplies an M x K operand (ifmap) by a K x N operand (filter) into M x N (ofmap).
-SCALE-Sim v2 maps it onto the array by dataflow:
+The dataflow (:mod:`hwsim.dataflows`, the registry of os, ws, is) maps it onto the array:
+Sr rows, Sc columns, T time steps (os: M, N, K; ws: K, N, M; is: K, M, N).
 
-======  ============  ============  ============
-flow    Sr (rows)     Sc (cols)     T (time)
-======  ============  ============  ============
-os      M             N             K
-ws      K             N             M
-is      K             M             N
-======  ============  ============  ============
-
-``folds = ceil(Sr / R) * ceil(Sc / C)``; cycles per fold are ``2R + C + T - 2`` for ws and is,
-and for os either ``R + C + T - 2`` (variant ``"scalesim"``, what the SCALE-Sim v2 code
-computes: the default here, so our numbers equal the tool's) or ``2R + C + T - 2`` (variant
-``"paper"``, the SCALE-Sim paper's formula). Total compute cycles = ``folds * per_fold - 1``
-(SCALE-Sim v2 reports the index of the last ofmap write cycle).
+``folds = ceil(Sr / R) * ceil(Sc / C)``; cycles per fold are the dataflow's
+(:meth:`hwsim.dataflows.Dataflow.fold_cycles`): ``2R + C + T - 2`` for ws and is, and for os
+either ``R + C + T - 2`` (variant ``"scalesim"``, what the SCALE-Sim v2 code computes: the
+default here, so our numbers equal the tool's) or ``2R + C + T - 2`` (variant ``"paper"``,
+the SCALE-Sim paper's formula). Total compute cycles = ``folds * per_fold - 1`` (SCALE-Sim
+v2 reports the index of the last ofmap write cycle).
 
 The report's utilisation columns follow SCALE-Sim v2 too: mapping efficiency is the mean over
 folds of used PEs / (R*C); compute utilisation is the mean over folds of
-``used PEs * T / (R*C*fold_cycles)`` where ``fold_cycles`` is ``R + C + T - 2`` for os and
-``2R + 2C + T - 3`` for ws and is (the drain rows SCALE-Sim counts there); overall
+``used PEs * T / (R*C*fold_cycles)`` where ``fold_cycles`` is the dataflow's
+:meth:`~hwsim.dataflows.Dataflow.util_fold_cycles` (``R + C + T - 2`` for os,
+``2R + 2C + T - 3`` for ws and is: the drain rows SCALE-Sim counts there); overall
 utilisation is ``M*N*K / (total_cycles * R*C)``.
 
 Every function takes numpy arrays (or scalars) and broadcasts, so a whole workload and a
@@ -32,21 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DATAFLOWS = ("os", "ws", "is")
-OS_VARIANTS = ("scalesim", "paper")
-DEFAULT_OS_VARIANT = "scalesim"
+from . import dataflows
+from .dataflows import DEFAULT_OS_VARIANT, OS_VARIANTS
+
+DATAFLOWS = dataflows.NAMES
 
 
 def spatio_temporal(m, k, n, dataflow: str):
-    """(Sr, Sc, T) of GEMM M x K x N for ``dataflow`` (os, ws, is); arrays broadcast."""
-    m, k, n = (np.asarray(x, dtype=np.int64) for x in (m, k, n))
-    if dataflow == "os":
-        return m, n, k
-    if dataflow == "ws":
-        return k, n, m
-    if dataflow == "is":
-        return k, m, n
-    raise ValueError(f"dataflow: {dataflow!r}; allowed: {', '.join(DATAFLOWS)}")
+    """(Sr, Sc, T) of GEMM M x K x N for ``dataflow`` (a registered name); arrays broadcast."""
+    return dataflows.get(dataflow).spatio_temporal(m, k, n)
 
 
 def _ceil_div(a, b):
@@ -81,7 +70,7 @@ def gemm_cycles(m, k, n, rows, cols, dataflow: str, os_variant: str = DEFAULT_OS
     Args:
         m, k, n: GEMM sizes (ints or int arrays, broadcast together).
         rows, cols: array height R and width C (ints or arrays).
-        dataflow: ``os``, ``ws`` or ``is``.
+        dataflow: a name of :data:`hwsim.dataflows.REGISTRY` (``os``, ``ws``, ``is``).
         os_variant: ``scalesim`` (R+C+T-2 per fold, default) or ``paper`` (2R+C+T-2); os only.
 
     Returns:
@@ -89,16 +78,14 @@ def gemm_cycles(m, k, n, rows, cols, dataflow: str, os_variant: str = DEFAULT_OS
     """
     if os_variant not in OS_VARIANTS:
         raise ValueError(f"os_variant: {os_variant!r}; allowed: {', '.join(OS_VARIANTS)}")
-    sr, sc, t = spatio_temporal(m, k, n, dataflow)
+    flow = dataflows.get(dataflow)
+    sr, sc, t = flow.spatio_temporal(m, k, n)
     r = np.asarray(rows, dtype=np.int64)
     c = np.asarray(cols, dtype=np.int64)
     row_folds = _ceil_div(sr, r)
     col_folds = _ceil_div(sc, c)
     folds = row_folds * col_folds
-    if dataflow == "os" and os_variant == "scalesim":
-        per_fold = r + c + t - 2
-    else:
-        per_fold = 2 * r + c + t - 2
+    per_fold = flow.fold_cycles(r, c, t, os_variant)
     cycles = folds * per_fold - 1
     return GemmCycles(cycles=cycles, folds=folds, fold_cycles=per_fold, sr=sr, sc=sc, t=t,
                       row_folds=row_folds, col_folds=col_folds)
@@ -115,10 +102,7 @@ def scalesim_utilisation(m, k, n, rows, cols, dataflow: str, os_variant: str = D
     pes = (r * c).astype(np.float64)
     used = (g.sr * g.sc).astype(np.float64)
     mapping = used / (g.folds * pes) * 100.0
-    if dataflow == "os":
-        util_cycles = g.fold_cycles if os_variant == "paper" else r + c + g.t - 2
-    else:
-        util_cycles = 2 * r + 2 * c + g.t - 3
+    util_cycles = dataflows.get(dataflow).util_fold_cycles(r, c, g.t, os_variant)
     compute = used * g.t / (g.folds * pes * util_cycles) * 100.0
     macs = (np.asarray(m, np.float64) * np.asarray(k, np.float64) * np.asarray(n, np.float64))
     overall = macs * 100.0 / (g.cycles * pes)

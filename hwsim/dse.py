@@ -186,7 +186,9 @@ def exact_closed_form(arch: ArchConfig) -> bool:
 def evaluate_config(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrace) -> dict:
     """Summary of one accelerator on one trace (closed form where exact, else SimPy), with
     ``bound`` (what bounds the config, :func:`hwsim.costs.bound_of`)."""
+    from .config import with_trace_precision
     from .costs import bound_of
+    arch, _ = with_trace_precision(arch, trace.meta)
     if arch.architecture == "pipelined":
         from .pipelined import evaluate_pipelined, stage_arch
         s = evaluate_pipelined(arch, geometry, trace)
@@ -199,9 +201,8 @@ def evaluate_config(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrac
     costs = build_costs(arch, geometry, trace.num_classes, B)
     bound = bound_of(costs, B)["bound"]
     if arch.overlap:
-        from .overlap import evaluate_overlap
-        s = evaluate_overlap(arch, costs, trace)
-        s["evaluator"] = "overlap"
+        from .overlap import evaluate_overlapped
+        s = evaluate_overlapped(arch, costs, trace)
     elif exact_closed_form(arch):
         s = evaluate(costs, trace, arch.batch.policy, B)
         s["evaluator"] = "closed_form"

@@ -12,7 +12,8 @@ Closed arrivals (every sample at t=0) measure throughput; their latency is mostl
 * **SLO attainment**: the fraction of samples whose sojourn latency is at most the SLO (us).
 
 :func:`simulate` picks the evaluator: the pipelined closed form (:mod:`hwsim.pipelined`),
-the overlapped closed form (:mod:`hwsim.overlap`) or the SimPy replay (:mod:`hwsim.replay`).
+the overlapped evaluator (:func:`hwsim.overlap.evaluate_overlapped`: closed form for static
+and stream, SimPy for regroup) or the SimPy replay (:mod:`hwsim.replay`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,10 @@ DEFAULT_LOADS = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 def simulate(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrace, table=None) -> dict:
     """One run of ``trace`` on ``arch`` with per-sample ``finish_cycles``, ``start_cycles``,
-    ``arrival_cycles``; ``evaluator`` names the model used."""
+    ``arrival_cycles``; ``evaluator`` names the model used. Operand widths the arch leaves
+    unset follow the trace's recipe (:func:`hwsim.config.with_trace_precision`)."""
+    from .config import with_trace_precision
+    arch, _ = with_trace_precision(arch, trace.meta)
     if arch.architecture == "pipelined":
         from .pipelined import evaluate_pipelined
         s = evaluate_pipelined(arch, geometry, trace)
@@ -38,9 +42,8 @@ def simulate(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrace, tabl
     from .energy import table_for
     costs = build_costs(arch, geometry, trace.num_classes, arch.effective_batch, table or table_for(arch.energy))
     if arch.overlap:
-        from .overlap import evaluate_overlap
-        s = evaluate_overlap(arch, costs, trace)
-        s["evaluator"] = "overlap"
+        from .overlap import evaluate_overlapped
+        s = evaluate_overlapped(arch, costs, trace)
         return s
     from .replay import replay
     s = replay(arch, costs, trace)

@@ -19,7 +19,9 @@ Stalls: the first fold's share of the traffic cannot overlap compute (prologue);
 overlaps compute, so ``stall = prologue + max(0, dram_cycles - prologue - compute)`` and the
 GEMM takes ``compute + stall >= dram_cycles`` cycles. SRAM accesses (elements) follow
 SCALE-Sim's per-fold operand reads; DRAM fills are also counted as SRAM writes.
-All functions are vectorised over numpy arrays of GEMMs.
+Widths: activations (ifmap, ofmap, both operands of attention GEMMs) take
+``precision.activations`` bits, weights ``precision.weights`` bits, partial sums
+``precision.accumulator_bits`` bits. All functions are vectorised over numpy arrays of GEMMs.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import dataflows
 from .cycles import gemm_cycles
 
 
@@ -60,49 +63,33 @@ def gemm_memory(m, k, n, count, weights, arch) -> GemmMemory:
     """
     if getattr(arch, "memory", "analytical") == "scalesim":
         from .scalesim_memory import scalesim_gemm_memory
-        return scalesim_gemm_memory(m, k, n, count, arch)
+        return scalesim_gemm_memory(m, k, n, count, arch, weights)
     a = arch.array
     m, k, n, count = (np.asarray(x, dtype=np.int64) for x in (m, k, n, count))
     weights = np.asarray(weights, dtype=bool)
     g = gemm_cycles(m, k, n, a.rows, a.cols, a.dataflow, a.os_variant)
-    eb = arch.precision.operand_bits / 8.0
+    ei = eo = arch.precision.activations / 8.0        # inputs and outputs are activations
+    ef = np.where(weights, arch.precision.weights / 8.0, ei)   # weights, or the K^T / V activations
     ab = arch.precision.accumulator_bits / 8.0
     half_i = arch.sram.ifmap_kb * 1024 / 2
     half_f = arch.sram.filter_kb * 1024 / 2
     half_o = arch.sram.ofmap_kb * 1024 / 2
-    R, C = a.rows, a.cols
+    flow = dataflows.get(a.dataflow)
+    tr = flow.analytical_traffic(m, k, n, g.sr, g.sc, g.t, g.row_folds, g.col_folds, a.rows, a.cols, ei, ef, eo, ab)
     mk = (m * k).astype(np.float64)
     kn = (k * n).astype(np.float64)
     mn = (m * n).astype(np.float64)
-    rf, cf = g.row_folds.astype(np.float64), g.col_folds.astype(np.float64)
-    ifmap_fits = mk * eb <= half_i
-    filt_all_fits = kn * eb <= half_f
-    out_fits = mn * eb <= half_o
-    df = a.dataflow
-    if df == "os":
-        ifmap_reuse = np.where(ifmap_fits, 1.0, cf)
-        tile_fits = k * np.minimum(C, n) * eb <= half_f
-        filt_reuse = np.where(tile_fits, 1.0, rf)
-        sram_i, sram_f, sram_o = mk * cf * eb, kn * rf * eb, mn * eb
-        spill = np.zeros_like(mn)
-    elif df == "ws":
-        ifmap_reuse = np.where(ifmap_fits, 1.0, cf)
-        filt_reuse = np.ones_like(kn)
-        psum_fits = m * np.minimum(C, n) * ab <= half_o
-        spill = np.where(psum_fits, 0.0, 2.0 * mn * ab * (rf - 1))
-        sram_i, sram_f = mk * cf * eb, kn * eb
-        sram_o = mn * ab * (2 * rf - 1)
-    else:  # is
-        ifmap_reuse = np.ones_like(mk)
-        filt_reuse = np.where(filt_all_fits, 1.0, cf)
-        psum_fits = np.minimum(C, m) * n * ab <= half_o
-        spill = np.where(psum_fits, 0.0, 2.0 * mn * ab * (rf - 1))
-        sram_i, sram_f = mk * eb, kn * cf * eb
-        sram_o = mn * ab * (2 * rf - 1)
-    ifmap_dram = np.where(ifmap_fits, 0.0, mk * eb * ifmap_reuse)
+    ifmap_fits = mk * ei <= half_i
+    filt_all_fits = kn * ef <= half_f
+    out_fits = mn * eo <= half_o
+    ifmap_reuse = np.where(tr.ifmap_keep_bytes <= half_i, 1.0, tr.ifmap_refetch)
+    filt_reuse = np.where(tr.filter_keep_bytes <= half_f, 1.0, tr.filter_refetch)
+    spill = np.where(tr.psum_tile_bytes <= half_o, 0.0, tr.spill_bytes)
+    sram_i, sram_f, sram_o = tr.sram_ifmap_bytes, tr.sram_filter_bytes, tr.sram_ofmap_bytes
+    ifmap_dram = np.where(ifmap_fits, 0.0, mk * ei * ifmap_reuse)
     # filter: weights always from DRAM; activation filters (K^T, V) only if they do not fit
-    filt_dram = np.where(weights, kn * eb * filt_reuse, np.where(filt_all_fits, 0.0, kn * eb * filt_reuse))
-    out_dram = np.where(out_fits, 0.0, mn * eb)
+    filt_dram = np.where(weights, kn * ef * filt_reuse, np.where(filt_all_fits, 0.0, kn * ef * filt_reuse))
+    out_dram = np.where(out_fits, 0.0, mn * eo)
     dram = (ifmap_dram + filt_dram + out_dram + spill) * count
     bw = arch.dram_bytes_per_cycle
     dram_cycles = np.ceil(dram / bw)

@@ -16,8 +16,12 @@ serves tasks in issue order. Constraints of task i (group g, layer L):
   exit unit) and when the array is free; then the vector unit, then the exit unit.
 
 For a fixed issue order these max-plus recurrences give the exact schedule (a list schedule
-evaluated in closed form, no event queue). The makespan is bounded below by every resource's
-busy time and above by the serial sum of all stages (tested). Units: cycles.
+evaluated in closed form, no event queue): static and stream batches. ``regroup`` forms its
+groups as samples exit, so its issue order depends on the schedule itself: it runs on the
+SimPy replay of the same resources (:mod:`hwsim.overlap_replay`), which equals this closed
+form exactly where both apply (tested). :func:`evaluate_overlapped` picks the evaluator.
+The makespan is bounded below by every resource's busy time and above by the serial sum of
+all stages (tested). Units: cycles.
 """
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ def evaluate_overlap(arch: ArchConfig, costs: StageCosts, trace: ExitTrace, arri
     """Summary (keys of :func:`hwsim.closed_form.summarize`) of the overlapped schedule, plus
     ``finish_cycles``, ``start_cycles``, ``arrival_cycles`` and ``serial_sum_cycles``."""
     from .replay import arrival_cycles, static_groups
+    if arch.batch.policy not in ("static", "stream"):
+        raise ValueError(f"the overlapped closed form covers static and stream, not {arch.batch.policy!r} "
+                         "(use evaluate_overlapped)")
     n = len(trace)
     if arrival is None:
         arrival = arrival_cycles(arch, n)
@@ -101,3 +108,17 @@ def evaluate_overlap(arch: ArchConfig, costs: StageCosts, trace: ExitTrace, arri
     out["arrival_cycles"] = np.asarray(arrival, np.int64)
     out["serial_sum_cycles"] = int(p.dram.sum() + p.comp.sum() + p.vec.sum() + p.exit.sum())
     return out
+
+
+def evaluate_overlapped(arch: ArchConfig, costs: StageCosts, trace: ExitTrace) -> dict:
+    """The overlapped schedule of any batch policy: the closed form (``evaluator``
+    ``overlap``) where it is exact (static, stream), else the SimPy replay
+    (``overlap_replay``, regroup)."""
+    if arch.batch.policy in ("static", "stream"):
+        s = evaluate_overlap(arch, costs, trace)
+        s["evaluator"] = "overlap"
+    else:
+        from .overlap_replay import replay_overlap
+        s = replay_overlap(arch, costs, trace)
+        s["evaluator"] = "overlap_replay"
+    return s

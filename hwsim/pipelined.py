@@ -179,7 +179,7 @@ def evaluate_pipelined(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitT
     makespan = int(finish.max()) if n else 0
     f_mhz = arch.clock_mhz
     # conditional buffers at the candidate layers
-    op_bytes = arch.precision.operand_bits / 8.0
+    op_bytes = arch.precision.activations / 8.0     # a buffered sample: its activations
     sample_kib = geometry.tokens * geometry.width * op_bytes / 1024.0
     buffers = []
     for L in trace.candidate_layers:

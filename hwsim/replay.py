@@ -33,6 +33,7 @@ simulation's (tested).
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -42,6 +43,24 @@ from .closed_form import ENERGY_KEYS, plan_groups, summarize
 from .config import ArchConfig
 from .costs import StageCosts
 from .trace import ExitTrace
+
+
+def wake(state: dict) -> None:
+    """Wake the scheduler process waiting on ``state["wake"]`` (a SimPy event), once."""
+    if not state["wake"].triggered:
+        state["wake"].succeed()
+
+
+def arrival_process(env, arrival, pool: deque, state: dict):
+    """SimPy process: sample i joins ``pool`` at cycle ``arrival[i]`` (non-decreasing), counted in
+    ``state["arrived"]``, and wakes the scheduler (:func:`wake`)."""
+    for i in range(len(arrival)):
+        if arrival[i] > env.now:
+            yield env.timeout(int(arrival[i]) - env.now)
+        pool.append(i)
+        state["arrived"] += 1
+        wake(state)
+
 
 
 def arrival_cycles(arch: ArchConfig, n: int) -> np.ndarray:
@@ -273,6 +292,34 @@ def _run_static(sim: _Sim, arrival: np.ndarray, size: int, serial: bool):
     return energy, int(p.macs.sum())
 
 
+class LayerCost(NamedTuple):
+    """One regroup task: a group of ``b`` samples running one layer. Cycles: ``array``
+    (compute + stalls), ``dram``, ``vector``, ``exit``, ``compute`` (array compute only);
+    ``energy``: pJ of (mac, sram, dram, vector, exit); ``macs``."""
+
+    array: int
+    dram: int
+    vector: int
+    exit: int
+    compute: int
+    energy: tuple
+    macs: int
+
+
+def layer_cost(c: StageCosts, first: bool, last: bool, b: int, h: int) -> LayerCost:
+    """Cost of a group of ``b`` samples running one block (``first``: + patch embedding,
+    ``last``: + projection/classifier) with ``h`` exit-head evaluations, from the tables."""
+    def cyc(tab):
+        return int(tab["block"][b] + first * tab["patch"][b] + last * tab["final"][b] + (h > 0) * tab["head"][h])
+
+    e = tuple(float(c.energy["block"][k][b] + first * c.energy["patch"][k][b]
+                    + last * c.energy["final"][k][b] + c.energy["head"][k][h])
+              for k in ("mac", "sram", "dram", "vector")) + (float(c.energy["exit"][h]),)
+    m = int(c.macs["block"][b] + first * c.macs["patch"][b] + last * c.macs["final"][b] + c.macs["head"][h])
+    return LayerCost(cyc(c.array_cycles), cyc(c.dram_cycles), cyc(c.vector_cycles), int(c.exit_cycles[h]),
+                     cyc(c.compute_cycles), e, m)
+
+
 def _run_regroup(sim: _Sim, arrival: np.ndarray, serial: bool):
     c, t, env = sim.c, sim.t, sim.env
     D, B = t.depth, sim.arch.batch.size
@@ -287,30 +334,7 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray, serial: bool):
     tables: dict = {}   # (layer is 1, layer is D, group size, heads) -> durations, energies, MACs
 
     def poke():
-        if not state["wake"].triggered:
-            state["wake"].succeed()
-
-    def arrivals():
-        for i in range(n):
-            if arrival[i] > env.now:
-                yield env.timeout(int(arrival[i]) - env.now)
-            pools[1].append(i)
-            state["arrived"] += 1
-            poke()
-
-    def table(first, last, b, h):
-        a = int(c.array_cycles["block"][b] + first * c.array_cycles["patch"][b]
-                + last * c.array_cycles["final"][b] + (h > 0) * c.array_cycles["head"][h])
-        d = int(c.dram_cycles["block"][b] + first * c.dram_cycles["patch"][b]
-                + last * c.dram_cycles["final"][b] + (h > 0) * c.dram_cycles["head"][h])
-        v = int(c.vector_cycles["block"][b] + first * c.vector_cycles["patch"][b]
-                + last * c.vector_cycles["final"][b] + (h > 0) * c.vector_cycles["head"][h])
-        x = int(c.exit_cycles[h])
-        e = tuple(float(c.energy["block"][k][b] + first * c.energy["patch"][k][b]
-                        + last * c.energy["final"][k][b] + c.energy["head"][k][h])
-                  for k in ("mac", "sram", "dram", "vector")) + (float(c.energy["exit"][h]),)
-        m = int(c.macs["block"][b] + first * c.macs["patch"][b] + last * c.macs["final"][b] + c.macs["head"][h])
-        return (a, d, v, x), e, m
+        wake(state)
 
     def cost(L, members):
         b = len(members)
@@ -318,8 +342,8 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray, serial: bool):
         key = (L == 1, L == D, b, h)
         entry = tables.get(key)
         if entry is None:
-            entry = tables[key] = table(*key)
-        (a, d, v, x), e, m = entry
+            entry = tables[key] = layer_cost(c, *key)
+        a, d, v, x, _, e, m = entry
         for k, ek in zip(("mac", "sram", "dram", "vector", "exit"), e):
             energy[k] += ek
         macs[0] += m
@@ -376,7 +400,7 @@ def _run_regroup(sim: _Sim, arrival: np.ndarray, serial: bool):
             else:
                 yield env.timeout(0)
 
-    env.process(arrivals())
+    env.process(arrival_process(env, arrival[:n], pools[1], state))
     env.process(dispatcher())
     env.run()
     return energy, macs[0]

@@ -13,8 +13,9 @@
 * ``COMPUTE_REPORT.csv``: SCALE-Sim v2's columns ``LayerID, Total Cycles, Stall Cycles,
   Overall Util %, Mapping Efficiency %, Compute Util %,``. With ``InterfaceBandwidth: CALC``
   the numbers equal SCALE-Sim v2's (stalls are 0 there); with USER bandwidth the stalls come
-  from :mod:`hwsim.scalesim_memory` (SCALE-Sim's memory system; exact where every operand fits
-  the active half of its buffer) or, with ``--memory analytical``, from our memory model.
+  from :mod:`hwsim.scalesim_memory` (SCALE-Sim's memory system: a closed form where no operand
+  is refetched, a replay of its demand trace elsewhere) or, with ``--memory analytical``, from
+  our memory model.
 * ``BANDWIDTH_REPORT.csv`` and ``DETAILED_ACCESS_REPORT.csv`` (USER bandwidth): SCALE-Sim v2's
   columns, from :mod:`hwsim.scalesim_memory`.
 """
@@ -30,7 +31,9 @@ import numpy as np
 from common.atomic import atomic_path
 from common.errors import InputError
 
-from .cycles import DATAFLOWS, gemm_cycles
+from . import dataflows
+from .cycles import gemm_cycles
+from .dataflows import NAMES as DATAFLOWS
 
 COMPUTE_REPORT_HEADER = ("LayerID, Total Cycles, Stall Cycles, Overall Util %, Mapping Efficiency %, "
                          "Compute Util %,")
@@ -51,10 +54,15 @@ class ScaleSimConfig:
 
 @dataclass(frozen=True)
 class TopoLayer:
+    """One layer as a GEMM M x K x N. ``distinct``: SCALE-Sim's operand addresses are all
+    distinct (GEMM layers; conv layers whose windows do not overlap), which its exact
+    memory replay (:mod:`hwsim.scalesim_trace`) needs."""
+
     name: str
     m: int
     k: int
     n: int
+    distinct: bool = True
 
 
 def read_cfg(path: str | Path) -> ScaleSimConfig:
@@ -141,18 +149,24 @@ def read_topology(path: str | Path, fmt: str = "auto") -> list[TopoLayer]:
             raise InputError(f"{path}: line {lineno}: filter larger than ifmap; allowed: filter <= ifmap")
         oh = int(math.ceil((ih - fh + st) / st))
         ow = int(math.ceil((iw - fw + st) / st))
+        # im2col repeats an input pixel in several windows when they overlap
+        distinct = (oh == 1 or fh <= st) and (ow == 1 or fw <= st)
         if "DP" in name:
             for c in range(ch):
-                layers.append(TopoLayer(f"{name}Channel_{c}", oh * ow, fh * fw, nf))
+                layers.append(TopoLayer(f"{name}Channel_{c}", oh * ow, fh * fw, nf, distinct))
         else:
-            layers.append(TopoLayer(name, oh * ow, fh * fw * ch, nf))
+            layers.append(TopoLayer(name, oh * ow, fh * fw * ch, nf, distinct))
     if not layers:
         raise InputError(f"{path}: <rows>: no layers; allowed: >= 1 layer row")
     return layers
 
 
-def compute_report_rows(layers: list[TopoLayer], cfg: ScaleSimConfig, stall_cycles=None) -> list[tuple]:
+def compute_report_rows(layers: list[TopoLayer], cfg: ScaleSimConfig, stall_cycles=None,
+                        total_cycles=None) -> list[tuple]:
     """(LayerID, total, stall, overall %, mapping %, compute %) per layer, SCALE-Sim v2 arithmetic.
+
+    ``total_cycles`` (per layer; default compute + stall cycles) comes from the memory model
+    when it knows the last output's cycle.
 
     Averages are summed fold by fold in SCALE-Sim's order (column folds outer) so the floats
     print identically.
@@ -166,14 +180,11 @@ def compute_report_rows(layers: list[TopoLayer], cfg: ScaleSimConfig, stall_cycl
         r_used = np.minimum(R, sr - np.arange(rf) * R)
         c_used = np.minimum(C, sc - np.arange(cf) * C)
         used = (c_used[:, None] * r_used[None, :]).ravel().tolist()  # fc outer, fr inner
-        if cfg.dataflow == "os":
-            fold_cyc = R + C + t - 2
-        else:
-            fold_cyc = 2 * R + 2 * C + t - 3
+        fold_cyc = int(dataflows.get(cfg.dataflow).util_fold_cycles(R, C, t))
         mapping = [u / (R * C) for u in used]
         comp = [(u * t) / (R * C * fold_cyc) for u in used]
         stall = int(stall_cycles[i]) if stall_cycles is not None else 0
-        total = int(g.cycles) + stall
+        total = int(total_cycles[i]) if total_cycles is not None else int(g.cycles) + stall
         overall = (L.m * L.n * L.k * 100) / (total * R * C)
         rows.append((i, total, stall, overall, sum(mapping) / len(mapping) * 100,
                      sum(comp) / len(comp) * 100))
@@ -202,7 +213,7 @@ def scalesim_memory_for(layers: list[TopoLayer], cfg: ScaleSimConfig):
     from .scalesim_memory import scalesim_memory
     m = np.array([x.m for x in layers]); k = np.array([x.k for x in layers]); n = np.array([x.n for x in layers])
     return scalesim_memory(m, k, n, cfg.rows, cfg.cols, cfg.dataflow, cfg.ifmap_kb, cfg.filter_kb, cfg.ofmap_kb,
-                           cfg.bandwidth_words)
+                           cfg.bandwidth_words, distinct=np.array([x.distinct for x in layers]))
 
 
 def access_report_rows(mem) -> tuple[list[tuple], list[tuple]]:

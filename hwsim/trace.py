@@ -19,7 +19,9 @@ A trace is two files (schema version 1):
     ``schema_version`` (1), ``depth`` (blocks), ``candidate_layers`` (sorted ints in
     1..depth-1), ``num_classes`` (K, the class embeddings the heads compare against),
     optional ``geometry`` (an :class:`EncoderGeometry` dict), ``model``, ``policy``,
-    ``thresholds`` ({"L": tau} for every candidate layer, tau in [0, 1]).
+    ``thresholds`` ({"L": tau} for every candidate layer, tau in [0, 1]), ``weight_bits`` and
+    ``act_bits`` (the quantization recipe's widths, integers in 1..64; the accelerator's operand
+    widths follow them unless its YAML sets them, :func:`hwsim.config.with_trace_precision`).
 
 Rules: ``exit_layer`` is ``depth`` or a candidate layer; when given, the evaluated list is
 made of candidate layers <= exit_layer and contains exit_layer (if < depth).
@@ -47,6 +49,7 @@ import numpy as np
 
 from common.atomic import atomic_path, write_json
 from common.errors import InputError
+from exitlogic.routing import route
 from quant.geometry import EncoderGeometry
 
 TRACE_SCHEMA_VERSION = 1
@@ -132,9 +135,9 @@ def apply_thresholds(trace: ExitTrace, thresholds: dict) -> ExitTrace:
         raise InputError(f"{trace.source or '<trace>'}: thresholds: layers {sorted(th)} differ from the "
                          f"candidate layers; allowed: {list(cands)}")
     tau = np.array([th[L] for L in cands], np.float64)
-    passed = trace.gate >= tau[None, :]
-    exits = passed.any(axis=1)
-    first = np.argmax(passed, axis=1)
+    first = route(trace.gate, tau)
+    exits = first < len(cands)
+    first = np.minimum(first, max(len(cands) - 1, 0))
     rows = np.arange(len(trace))
     exit_layer = np.where(exits, np.asarray(cands, np.int64)[first] if cands else trace.depth, trace.depth)
     pred = np.where(exits, trace.pred_at[rows, first] if cands else 0, trace.full_pred).astype(np.int64)
@@ -182,6 +185,10 @@ def _read_meta(path: Path) -> dict:
     sv = d.get("schema_version", TRACE_SCHEMA_VERSION)
     if sv != TRACE_SCHEMA_VERSION:
         raise InputError(f"{src}: schema_version: {sv!r}; allowed: {TRACE_SCHEMA_VERSION}")
+    for key in ("weight_bits", "act_bits"):
+        v = d.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 64):
+            raise InputError(f"{src}: {key}: {v!r}; allowed: an integer in 1..64 (the recipe's bits), or absent")
     if d.get("thresholds") is not None:
         d["_thresholds"] = _check_thresholds(src, "thresholds", d["thresholds"], sorted(c))
     if d.get("geometry") is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quant.geometry import EncoderGeometry
+from quant.geometry import EncoderGeometry, ExitHeadGeometry
 
 IN_CHANNELS = 3  # RGB input of the patch embedding (CLIP)
 
@@ -101,22 +101,26 @@ def block_vector_ops(g: EncoderGeometry) -> list[VectorOp]:
 
 
 def head_gemms(g: EncoderGeometry, num_classes: int) -> list[Gemm]:
-    """SSA exit head at one candidate layer: d -> d (GELU) -> embed_dim, then cosine vs K classes."""
-    d, e = g.width, g.embed_dim
+    """SSA exit head at one candidate layer, sized by :class:`quant.geometry.ExitHeadGeometry`:
+    fc1 width -> hidden (GELU), fc2 hidden -> embed_dim, then the similarity GEMV against the
+    K class embeddings (embed_dim x K). One sample: M = 1 row per GEMM."""
+    h = ExitHeadGeometry.of(g)
     return [
-        Gemm("head_fc1", "head", 1, d, d),
-        Gemm("head_fc2", "head", 1, d, e),
-        Gemm("head_sim", "head", 1, e, num_classes),
+        Gemm("head_fc1", "head", 1, h.width, h.hidden),
+        Gemm("head_fc2", "head", 1, h.hidden, h.embed_dim),
+        Gemm("head_sim", "head", 1, h.embed_dim, num_classes),
     ]
 
 
 def head_vector_ops(g: EncoderGeometry) -> list[VectorOp]:
-    """SSA head vector work: mean of the N patch tokens, LayerNorm, GELU, L2 normalisation."""
+    """SSA head vector work (elements per sample): mean of the N patch tokens, LayerNorm over
+    the head's input width, GELU over its hidden width, L2 normalisation of its embedding."""
+    h = ExitHeadGeometry.of(g)
     return [
-        VectorOp("ssa_mean", "head", "mean", g.patch_tokens * g.width),
-        VectorOp("ssa_ln", "head", "layernorm", g.width),
-        VectorOp("head_gelu", "head", "gelu", g.width),
-        VectorOp("head_norm", "head", "layernorm", g.embed_dim),
+        VectorOp("ssa_mean", "head", "mean", g.patch_tokens * h.width),
+        VectorOp("ssa_ln", "head", "layernorm", h.width),
+        VectorOp("head_gelu", "head", "gelu", h.hidden),
+        VectorOp("head_norm", "head", "layernorm", h.embed_dim),
     ]
 
 
@@ -158,8 +162,9 @@ def vision_macs(geometry: EncoderGeometry) -> int:
 
 
 def head_macs(geometry: EncoderGeometry, num_classes: int) -> int:
-    """MACs of one exit-head evaluation for one sample (MLP and similarity GEMV)."""
-    return int(sum(x.macs for x in head_gemms(geometry, num_classes)))
+    """MACs of one exit-head evaluation for one sample (MLP and similarity GEMV):
+    :meth:`quant.geometry.ExitHeadGeometry.macs`, which :func:`head_gemms` sums to (tested)."""
+    return int(ExitHeadGeometry.of(geometry).macs(num_classes))
 
 
 def layer_macs(geometry: EncoderGeometry) -> list[int]:

@@ -14,7 +14,8 @@ narrow-range (+-(2^(X-1)-1)), per output channel, scale from the weight's abs ma
 per tensor (signed Y bits; the softmax output unsigned Y bits), scale from calibration
 statistics; biases int32 at scale s_in * s_w. Rounding is half-to-even. ``scales='po2'``
 restricts every scale to a power of two (ceil of log2), ``'float'`` keeps float scales.
-Everything not listed stays float (:data:`quant.recipes.STATIC_FLOAT_PARTS`).
+Everything not listed stays float (:data:`quant.recipes.STATIC_FLOAT_PARTS`). A recipe's
+modifiers (``+sq``: SmoothQuant, :mod:`quant.smoothquant`) are folded into the float copy first.
 """
 from __future__ import annotations
 
@@ -70,14 +71,22 @@ def layer_map(recipe: Recipe, method: str) -> dict:
     }
 
 
-def build_quant_visual(visual: nn.Module, recipe: Recipe, method: str = "percentile") -> nn.Module:
-    """An uncalibrated Brevitas copy of ``visual`` (``visual`` itself is not modified)."""
+def build_quant_visual(visual: nn.Module, recipe: Recipe, method: str = "percentile",
+                       modifier_state: dict | None = None) -> nn.Module:
+    """An uncalibrated Brevitas copy of ``visual`` (``visual`` itself is not modified).
+
+    ``modifier_state``: the fitted state of the recipe's modifiers (``+sq``: the smoothing
+    factors, keys ``modifier.sq.<LayerNorm name>``, float32 [d]; from
+    :meth:`quant.recipes.Recipe.fit` or a saved calibration), folded into the float copy before
+    quantization and kept as ``lraee_modifier_state`` (saved with the calibration state).
+    Required when the recipe has modifiers (ValueError otherwise)."""
     import brevitas.nn as qnn
     from brevitas.graph.quantize import layerwise_quantize
 
     if not recipe.is_static:
         raise ValueError(f"{recipe.name} is not a Brevitas static recipe")
     qv = copy.deepcopy(visual).float().eval()
+    state = recipe.apply_modifiers(qv, modifier_state)
     proj = qv.proj
     qv.proj = None
     qmap = layer_map(recipe, method)
@@ -89,6 +98,7 @@ def build_quant_visual(visual: nn.Module, recipe: Recipe, method: str = "percent
             head.weight.copy_(proj.detach().T)
         qv.proj_q = head
     qv.lraee_recipe = recipe.name
+    qv.lraee_modifier_state = {k: v.detach().cpu().float().contiguous() for k, v in state.items()}
     return qv.eval()
 
 

@@ -6,7 +6,9 @@ collected over every batch: the abs 99.999th percentile for ``percentile``, the 
 ``minmax``, or Brevitas' MSE search for ``mse``), then turns quantization back on.
 
 The calibrated state is every activation-quantizer tensor of the model (the scale
-parameters; weight scales are recomputed from the weights). It is saved as
+parameters; weight scales are recomputed from the weights) plus the fitted tensors of the
+recipe's modifiers (``modifier.sq.<LayerNorm name>``: the SmoothQuant factors, float32 [d]),
+so a saved calibration rebuilds the identical model without refitting. It is saved as
 ``FILE.safetensors`` plus ``FILE.json``: model name, SHA-256 of the float weights, recipe
 descriptor, method, number of images, data descriptor and the SHA-256 of the state tensors.
 ``load_calibration`` refuses a file made for other weights or another recipe (one-line
@@ -26,6 +28,7 @@ from common import atomic
 from common.errors import InputError
 from common.timing import PassTimer
 from quant.brevitas_model import quant_tapped_forward
+from quant.recipes import MODIFIER_STATE_PREFIX
 
 CALIB_FORMAT_VERSION = 1
 
@@ -36,9 +39,19 @@ def is_quant_state_key(key: str) -> bool:
 
 
 def calibration_state(qvisual: nn.Module) -> dict[str, torch.Tensor]:
-    """The activation-quantizer tensors of a calibrated model (CPU, contiguous, float32)."""
-    return {k: v.detach().cpu().float().contiguous() for k, v in qvisual.state_dict().items()
-            if is_quant_state_key(k)}
+    """The activation-quantizer tensors of a calibrated model plus its recipe modifiers' fitted
+    tensors (``modifier.<key>.<name>``, e.g. the SmoothQuant factors), CPU, contiguous, float32."""
+    state = {k: v.detach().cpu().float().contiguous() for k, v in qvisual.state_dict().items()
+             if is_quant_state_key(k)}
+    for k, v in getattr(qvisual, "lraee_modifier_state", {}).items():
+        state[k] = v.detach().cpu().float().contiguous()
+    return state
+
+
+def modifier_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The recipe-modifier part of a calibration state (what :func:`quant.brevitas_model.build_quant_visual`
+    takes as ``modifier_state``)."""
+    return {k: v for k, v in state.items() if k.startswith(MODIFIER_STATE_PREFIX)}
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -115,12 +128,10 @@ def read_calibration_meta(path: str | Path, flag: str = "--calibration") -> dict
         raise InputError(f"{flag} {js}: unreadable calibration sidecar ({type(e).__name__})") from None
 
 
-def load_calibration(path: str | Path, qvisual: nn.Module, expect: dict, flag: str = "--calibration") -> dict:
-    """Load a saved state into an uncalibrated model built for the same recipe.
-
-    ``expect`` holds the fields that must match (``model``, ``weights_sha256``, ``recipe``,
-    ``method``). Raises InputError naming the file on any mismatch or damage.
-    """
+def read_calibration(path: str | Path, expect: dict, flag: str = "--calibration") -> tuple[dict, dict[str, torch.Tensor]]:
+    """(sidecar, state tensors) of a saved calibration, verified: the sidecar's fields equal
+    ``expect`` (``model``, ``weights_sha256``, ``recipe``, ``method``) and the tensors its
+    ``state_sha256``. Raises InputError naming the file on any mismatch or damage."""
     from safetensors.torch import load_file
 
     st, _ = calibration_paths(path)
@@ -137,13 +148,23 @@ def load_calibration(path: str | Path, qvisual: nn.Module, expect: dict, flag: s
         raise InputError(f"{flag} {st}: cannot read calibration tensors ({type(e).__name__})") from None
     if state_sha256(state) != meta.get("state_sha256"):
         raise InputError(f"{flag} {st}: tensors do not match the sidecar's state_sha256 (file changed or damaged)")
+    return meta, state
+
+
+def apply_calibration(qvisual: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
+                      flag: str = "--calibration") -> None:
+    """Load a verified calibration ``state`` into an uncalibrated model built for the same recipe
+    (with the same modifier state). Raises InputError naming ``path`` unless the model's
+    calibration state then equals ``state`` exactly."""
+    st, _ = calibration_paths(path)
     # An uncalibrated Brevitas quantizer has no scale tensor in its state dict yet (it is created
     # by the statistics pass), so the file is loaded non-strictly and then verified: every tensor
     # must have been taken, and the model's quantizer state must now equal the file.
     dev = next(qvisual.parameters()).device
     dtype = next(qvisual.parameters()).dtype
+    quant = {k: v for k, v in state.items() if not k.startswith(MODIFIER_STATE_PREFIX)}
     try:
-        res = qvisual.load_state_dict({k: v.to(dev, dtype) for k, v in state.items()}, strict=False)
+        res = qvisual.load_state_dict({k: v.to(dev, dtype) for k, v in quant.items()}, strict=False)
         bad = list(res.unexpected_keys)
     except RuntimeError as e:
         bad = [str(e).splitlines()[0][:120]]
@@ -152,4 +173,15 @@ def load_calibration(path: str | Path, qvisual: nn.Module, expect: dict, flag: s
         raise InputError(f"{flag} {st}: quantizer tensors do not fit this model/recipe "
                          f"({len(state)} in file; {len(bad)} not taken, {len(now)} in the model)")
     qvisual.lraee_calibrated = True
+
+
+def load_calibration(path: str | Path, qvisual: nn.Module, expect: dict, flag: str = "--calibration") -> dict:
+    """Load a saved state into an uncalibrated model built for the same recipe (and, for a recipe
+    with modifiers, from the file's modifier state: see :func:`quant.prepare.load_calibrated`).
+
+    ``expect`` holds the fields that must match (``model``, ``weights_sha256``, ``recipe``,
+    ``method``). Raises InputError naming the file on any mismatch or damage.
+    """
+    meta, state = read_calibration(path, expect, flag)
+    apply_calibration(qvisual, state, path, flag)
     return meta

@@ -105,3 +105,39 @@ def shipped_geometry(model: str) -> EncoderGeometry:
         known = sorted(p.stem for p in GEOMETRY_DIR.glob("*.json"))
         raise ValueError(f"no shipped geometry for {model!r}; available: {', '.join(known)}")
     return EncoderGeometry.from_json(path)
+
+
+@dataclass(frozen=True)
+class ExitHeadGeometry:
+    """Shape of one SSA/CLS exit head, the one statement of it that heads, hwsim, hls and the
+    fixed-point unit share: ``LayerNorm(d) -> fc1: d -> hidden (GELU) -> fc2: hidden -> embed_dim``,
+    then cosine similarity against the K class text embeddings.
+
+    Attributes:
+        width: input width d (the encoder's token width).
+        hidden: fc1 output width (= d in LRA-EE).
+        embed_dim: fc2 output width e (the CLIP joint embedding width).
+    """
+
+    width: int
+    hidden: int
+    embed_dim: int
+
+    @classmethod
+    def of(cls, geometry: EncoderGeometry) -> "ExitHeadGeometry":
+        """The LRA-EE head of an encoder: d -> d -> embed_dim."""
+        return cls(width=geometry.width, hidden=geometry.width, embed_dim=geometry.embed_dim)
+
+    @property
+    def mlp_macs(self) -> int:
+        """MACs of fc1 and fc2 for one sample."""
+        return self.width * self.hidden + self.hidden * self.embed_dim
+
+    def macs(self, num_classes: int) -> int:
+        """MACs of one head evaluation for one sample: the MLP and the similarity GEMV against K classes."""
+        return self.mlp_macs + self.embed_dim * int(num_classes)
+
+    @property
+    def params(self) -> int:
+        """Trainable parameters: LayerNorm affine (2d), fc1 and fc2 weights and biases."""
+        return 2 * self.width + self.width * self.hidden + self.hidden + self.hidden * self.embed_dim + self.embed_dim

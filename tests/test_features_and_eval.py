@@ -126,3 +126,62 @@ def test_eval_bad_input_leaves_no_output(run_cli, tmp_path, argv, needle):
     rc, _, err = run_cli("eval", *argv, "--cache-dir", tmp_path / "c", "--out", out)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err
     assert not out.exists() and not (tmp_path / "c").exists()
+
+
+def _summaries_by_definition(tokens, depth, exit_tap, t_layers, t_exps, V):
+    """The feature pass's per-batch arrays computed as defined: int8 codes by float64 scaling, dequantised
+    tokens z = q * s, float32 mean / [CLS] / SAV, integer sums (the loop before the fused one)."""
+    import math
+
+    def q8(z, e):
+        return torch.clamp(torch.round(z.double() * math.ldexp(1.0, -e)), -128, 127).to(torch.int8)
+
+    means, clss, savs = [], [], []
+    for L in range(1, depth + 1):
+        z = tokens[L].float()
+        if exit_tap is not None and L in exit_tap.exponents:
+            z = q8(z, exit_tap.exponents[L]).float() * math.ldexp(1.0, exit_tap.exponents[L])
+        patches = z[:, 1:]
+        mean = patches.mean(1)
+        means.append(mean)
+        clss.append(z[:, 0])
+        savs.append(((patches - mean[:, None]) ** 2).sum(-1).mean(1))
+    out = {"ssa_mean": torch.stack(means, 1), "cls": torch.stack(clss, 1), "sav": torch.stack(savs, 1)}
+    qs = [q8(tokens[L].float(), t_exps[L]) for L in t_layers]
+    out["tap_sum"] = torch.stack([q[:, 1:].to(torch.int32).sum(1) for q in qs], 1).to(torch.int32)
+    out["tap_sumsq"] = torch.stack([(q[:, 1:].to(torch.int64) ** 2).sum((1, 2)) for q in qs], 1)
+    out["saturated"] = {L: int((q.to(torch.int16).abs() >= 127).sum()) for L, q in zip(t_layers, qs)}
+    out["tap_tokens"] = torch.stack([q[:V] for q in qs], 1)
+    return out
+
+
+def test_batch_summaries_bit_for_bit_the_definition():
+    """The fused per-batch reductions of the feature pass give the bytes the definitions give (signed zeros,
+    ties, saturation, blocks without an exit tap, token layers with another scale)."""
+    from analysis.features import _batch_summaries
+    from quant.tap import TokenTap, tap_quantize
+
+    g = torch.Generator().manual_seed(0)
+    B, T, d, depth = 6, 10, 24, 5
+    tokens = [torch.empty(0)]
+    for L in range(1, depth + 1):
+        z = torch.randn(B, T, d, generator=g) * (0.3 * L)
+        z[0, :, :3] = 0.0  # all-zero columns
+        z[1, :, 3:5] = -1e-3  # negatives that round to code 0 (-0.0)
+        z[2, 1:4, 5] = torch.tensor([0.5, 1.5, -2.5]) * 2.0 ** (L - 3)  # exact ties (half to even)
+        z[3, 2, 6:9] = torch.tensor([1e4, -1e4, 1e-30])  # saturation, underflow
+        tokens.append(z)
+    exit_tap = TokenTap([1, 2, 3, 4], {1: -3, 2: -2, 3: -1, 4: 0})
+    t_exps = {1: -3, 2: -4, 3: -1, 4: 0}  # block 2's sums at another scale than its exit tap
+    for features in (True, False):
+        fast = _batch_summaries(tokens, depth, exit_tap, ([1, 2, 3, 4], t_exps, 4), features)
+        ref = _summaries_by_definition(tokens, depth, exit_tap, [1, 2, 3, 4], t_exps, 4)
+        keys = ["tap_sum", "tap_sumsq", "tap_tokens"] + (["ssa_mean", "cls", "sav"] if features else [])
+        for k in keys:
+            a, b = fast[k].numpy(), ref[k].numpy()
+            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), k
+        assert fast["saturated"] == ref["saturated"] and sum(fast["saturated"].values()) > 0
+    for e in (-6, 0, 3):  # the float32 codes equal the float64 definition's
+        z = torch.cat([tokens[2].reshape(-1), torch.tensor([3e38, -3e38, 1e-45, -1e-45, 0.0, -0.0])])
+        ref = torch.clamp(torch.round(z.double() * 2.0 ** -e), -128, 127).to(torch.int8)
+        assert torch.equal(tap_quantize(z, e), ref)

@@ -6,153 +6,13 @@ typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.errors import InputError
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-def _rule(fn, *args, **kw):
-    """Run one of the commands' own parse/check functions; its InputError becomes a field error."""
-    try:
-        return fn(*args, **kw)
-    except InputError as e:
-        raise ValueError(str(e)) from None
-
-
-class ModelCfg(_Section):
-    name: str = Field("tiny", description="open_clip ViT config or 'tiny' (embedded default)")
-    pretrained: Optional[str] = Field(None, description="checkpoint file; tiny: the shipped weights")
-    force_quick_gelu: bool = False
-
-
-class PrecisionCfg(_Section):
-    recipe: str = Field("w8a8", description="w8a8 or wXaY (static INT8 recipes the exit unit taps)")
-    scales: Literal["po2", "float"] = "po2"
-    calib_method: Literal["percentile", "minmax", "mse"] = "percentile"
-    calib_n: int = Field(512, gt=0)
-
-
-class DataCfg(_Section):
-    source: str = Field("procedural", description="procedural[:SEED], folder:PATH or imagenet:PATH (eval images)")
-    train_source: Optional[str] = Field(None, description="head training images (default: source, split train; "
-                                                          "required when source is a folder)")
-    gating_source: Optional[str] = Field(None, description="gate/threshold images (default: source, split gating; "
-                                                           "required when source is a folder)")
-    calibration_source: Optional[str] = Field(None, description="INT8 calibration, QIRC profile and exit-tap scales "
-                                                                "(default: a seeded slice of the train source; the "
-                                                                "procedural set's calibration split); never eval")
-    classnames: Optional[str] = None
-    templates: str = "paper"
-    train_n: int = Field(10000, gt=0)
-    gating_n: Optional[int] = Field(None, gt=0)
-    eval_n: Optional[int] = Field(None, gt=0, description="eval images (default: the whole split / folder)")
-    profile_n: int = Field(512, gt=0, description="calibration images of the QIRC profile and the exit-tap scales")
-
-    @field_validator("templates")
-    @classmethod
-    def _templates(cls, v: str) -> str:
-        from analysis.templates import resolve_templates
-
-        _rule(resolve_templates, v)
-        return v
-
-
-class RuntimeCfg(_Section):
-    batch_size: int = Field(64, gt=0)
-    device: str = "cpu"
-    cache_dir: str = Field(".lraee-cache/features", description="feature cache (content-keyed, shared by runs)")
-    workers: Optional[int] = Field(None, ge=0, description="image-decoding processes (default: CPU count - 1, <= 8)")
-    store_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored block features")
-    dse_workers: Optional[int] = Field(None, ge=1, description="DSE processes (default: the CPU count)")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        from analysis.cli_common import parse_device
-
-        return _rule(parse_device, v, "", check_available=True)
-
-
-class ExitsCfg(_Section):
-    seeds: int = Field(3, ge=1)
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    head_batch_size: int = Field(256, gt=0)
-    distill_weight: float = Field(1.0, ge=0)
-    gate_l2: float = Field(1e-3, ge=0)
-    gating_fraction: float = Field(0.8, gt=0, le=1)
-    exit_layers: Optional[str] = Field(None, description="e.g. '8,10,11'; default: INR pruning")
-    kappa: float = Field(0.5, ge=0)
-    viability: float = Field(0.9, ge=0)
-    max_candidates: int = Field(3, ge=1, le=4)
-
-
-class ThresholdsCfg(_Section):
-    budget: float = Field(0.9, gt=0, le=1, description="largest mean compute fraction")
-    grid: str = "0.20:0.92:25"
-    with_heads: bool = False
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, v: str) -> str:
-        from analysis.cmd_thresholds import parse_grid
-
-        _rule(parse_grid, v)
-        return v
-
-
-class FixedPointCfg(_Section):
-    target: float = Field(0.999, gt=0, le=1, description="exit-decision agreement the width search keeps")
-
-
-class HlsCfg(_Section):
-    backend: Literal["Vitis", "Vivado"] = "Vitis"
-    part: str = "xcvu13p-flga2577-2-e"
-    clock_mhz: float = Field(200.0, gt=0)
-    vectors: int = Field(1000, gt=0, description="eval vectors C-simulated per block")
-
-    @model_validator(mode="after")
-    def _options(self):
-        from analysis.cmd_hls import clock_period_ns
-        from hls.blocks import BlockOptions
-
-        period = _rule(clock_period_ns, self.clock_mhz, "clock_mhz")
-        _rule(BlockOptions(backend=self.backend, part=self.part, clock_period_ns=period).validate)
-        return self
-
-
-class HwsimCfg(_Section):
-    arch: Optional[str] = Field(None, description="accelerator YAML (default hwsim/configs/arch.yaml)")
-    space: Optional[str] = Field(None, description="DSE space YAML (default hwsim/configs/space.yaml)")
-    max_configs: int = Field(100000, gt=0)
-    load: float = Field(0.5, gt=0, le=2, description="stated load for latency: Poisson arrivals at this fraction "
-                                                      "of the full-depth throughput")
-
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, v):
-        if v is not None:
-            from hwsim.config import load_arch
-
-            _rule(load_arch, v)
-        return v
-
-    @field_validator("space")
-    @classmethod
-    def _space(cls, v):
-        if v is not None:
-            from common.readers import read_yaml
-
-            if not isinstance(_rule(read_yaml, v, allowed="a DSE space YAML (see hwsim/configs/space.yaml)"), dict):
-                raise ValueError(f"{v}: <root>: expected a mapping; allowed: a DSE space YAML")
-        return v
+from analysis.settings import (DataCfg, ExitsCfg, FixedPointCfg, HlsCfg, HwsimCfg, ModelCfg,  # noqa: F401
+                               PrecisionCfg, RuntimeCfg, ThresholdsCfg, _Section)
 
 
 class RunConfig(_Section):
@@ -176,7 +36,10 @@ class RunConfig(_Section):
         except InputError as e:
             raise ValueError(str(e)) from None
         if not r.needs_calibration:
-            raise ValueError(f"recipe {v.recipe!r}: the pipeline needs a static INT8 recipe; allowed: w8a8, wXaY")
+            from quant.recipes import static_allowed_text
+
+            raise ValueError(f"recipe {v.recipe!r}: the pipeline needs a static INT8 recipe; "
+                             f"allowed: {static_allowed_text()}")
         return v
 
     @model_validator(mode="after")

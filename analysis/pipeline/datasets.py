@@ -39,9 +39,14 @@ class RoleSpec:
     n: int | None
 
 
+def _data(cfg):
+    """The ``data`` section of a run config, or the section itself (:class:`analysis.settings.DataCfg`)."""
+    return getattr(cfg, "data", cfg)
+
+
 def role_specs(cfg) -> dict[str, RoleSpec]:
-    """{role: RoleSpec} of a run config (see module docstring)."""
-    d = cfg.data
+    """{role: RoleSpec} of a run config or its data section (see module docstring)."""
+    d = _data(cfg)
     train = d.train_source or d.source
     return {
         "eval": RoleSpec("eval", "data.source", d.source, "eval", d.eval_n),
@@ -58,12 +63,12 @@ def open_role(cfg, role: str, n: int | None = None, eval_source: ImageSource | N
     like = None
     if role in ("train", "gating"):  # labelled like the eval set; calibration needs no labels
         like = eval_source if eval_source is not None else open_role(cfg, "eval")
-    return open_source(r.spec, r.split, r.n if n is None else n, cfg.data.classnames, like=like)
+    return open_source(r.spec, r.split, r.n if n is None else n, _data(cfg).classnames, like=like)
 
 
 def check_sources(cfg) -> dict[str, ImageSource]:
     """Open every role's images and refuse leakage (see module docstring); one-line InputError."""
-    d = cfg.data
+    d = _data(cfg)
     if _is_folder(d.source):
         for field, v in (("data.train_source", d.train_source), ("data.gating_source", d.gating_source)):
             if not v:

@@ -12,13 +12,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.pipeline.artifacts import RunFiles
+from exitlogic.baselines import paper_row
 from common import atomic
 
 PAPER = "paper (ViT-B/32, ImageNet-1K)"
 PAPER_TABLE1 = {"INT8 full depth": ("0.00", "58.72"), "LRA-EE (ours)": ("13.38 ± 0.11", "61.16 ± 0.06")}
-PAPER_TABLE2 = {"FP32 full depth": ("0.00", "63.33 (80 templates)"), "INT8 full depth": ("0.00", "58.72"),
-                "CLS-EE": ("0.00", "58.72"), "PABEE": ("3.64", "61.82"), "LRA-EE (ours)": ("13.38", "61.16"),
-                "Confidence-only heuristic": ("4.7", "60.28")}
 PAPER_TABLE3 = {"i": ("0.0", "58.72"), "ii": ("0.0", "59.18"), "iii": ("0.0", "59.65"), "iv": ("13.38", "60.42"),
                 "v": ("13.38", "61.16")}
 PAPER_TABLE4 = {"both": ("5,162", "51.6"), "rescue": ("947", "9.5"), "loss": ("710", "7.1"),
@@ -76,13 +75,14 @@ def _load(path: Path) -> dict | None:
 
 def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
     """Sections from the stage outputs under ``out``; returns (sections, figures to copy (src, name))."""
-    model = _load(out / "model" / "model.json") or {}
-    prof = _load(out / "profile" / "profile.json")
-    res = _load(out / "trace" / "results.json")
-    val = _load(out / "fixedpoint" / "validate.json")
-    hls = _load(out / "hls" / "hls_report.json")
-    rtl = _load(out / "rtl" / "rtl_report.json")
-    sim = _load(out / "hwsim" / "sim" / "summary.json")
+    f = RunFiles(out)
+    model = _load(f.model_json) or {}
+    prof = _load(f.profile_json)
+    res = _load(f.results_json)
+    val = _load(f.validate_json)
+    hls = _load(f.hls_report)
+    rtl = _load(f.rtl_report)
+    sim = _load(f.sim_summary)
     copies: list[tuple[Path, str]] = []
     secs: list[Section] = []
 
@@ -104,7 +104,7 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
                            f"{b['act_absmax']:.4g}"])
         t.note = "Paper (ViT-B/32 dynamic INT8): ratio below 10% in shallow blocks, 52% at block 11."
         s.tables.append(t)
-        copies.append((out / "profile" / "profile.png", "profile.png"))
+        copies.append((f.profile_png, "profile.png"))
         s.figures.append(("profile.png", "QIRC profile"))
         secs.append(s)
 
@@ -122,9 +122,7 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
                    ["method", "FLOPs saving % (ours)", "top-1 % (ours)", f"FLOPs saving % ({PAPER})",
                     f"top-1 % ({PAPER})"])
         for b in res["baselines"]:
-            key = "PABEE" if b["method"].startswith("PABEE") else b["method"]
-            paper = PAPER_TABLE2.get(key, ("—", "—"))
-            t2.rows.append([b["method"], pm(b["flops_saving"]), pm(b["top1"]), *paper])
+            t2.rows.append([b["method"], pm(b["flops_saving"]), pm(b["top1"]), *(paper_row(b["method"]) or ("—", "—"))])
         t2.rows.append(["AdaViT", "not run", "not run", "13.50", "59.84"])
         st = Table("Static truncation (SSA head at block L for every sample)", made,
                    ["block", "FLOPs saving %", "top-1 %"])
@@ -163,7 +161,7 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
         te.note = "Paper: L8 10.1 %, L10 25.3 %, L11 32.1 %, full depth 32.5 % (candidates {8, 10, 11})."
         sec = Section("Anatomy of the rescue effect", tables=[t4, ts, te])
         for name, cap in (("exit_distribution.png", "Per-layer exit distribution"),):
-            copies.append((out / "trace" / name, name))
+            copies.append((f.trace_plot(name), name))
             sec.figures.append((name, cap))
         secs.append(sec)
 
@@ -175,7 +173,7 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
         sec = Section("Heads and gates", tables=[tc])
         for name, cap in (("cls_vs_ssa.png", "CLS vs SSA per block"),
                           ("pareto.png", "Heuristic vs learned gate: Pareto fronts (paper Fig. 3)")):
-            copies.append((out / "trace" / name, name))
+            copies.append((f.trace_plot(name), name))
             sec.figures.append((name, cap))
         secs.append(sec)
 
@@ -213,7 +211,7 @@ def fixedpoint_section(val: dict, out: Path, copies: list) -> Section:
         tw = Table("Chosen widths (fixedpoint_spec.json)", made, ["cast point", "format"])
         tw.rows += [[k, v] for k, v in fmts.items()]
         s.tables.append(tw)
-    for p in sorted((out / "fixedpoint").glob("*.png")):
+    for p in RunFiles(out).fixedpoint_plots():
         copies.append((p, f"fixedpoint_{p.name}"))
         s.figures.append((f"fixedpoint_{p.name}", p.stem.replace("_", " ")))
     return s
@@ -269,7 +267,7 @@ def hwsim_compare_tables(out: Path) -> list:
     """static / regroup / stream / pipelined (equal PEs) from hwsim/compare/*/summary.json."""
     from hwsim.compare import VARIANTS
 
-    sims = {v: _load(out / "hwsim" / "compare" / v / "summary.json") for v in VARIANTS}
+    sims = {v: _load(RunFiles(out).compare(v) / "summary.json") for v in VARIANTS}
     sims = {k: v for k, v in sims.items() if v}
     if not sims:
         return []
@@ -327,7 +325,7 @@ def hwsim_section(sim: dict, out: Path, copies: list) -> Section:
               "Service latency: start of service to result (no queueing); closed-batch throughput.")
     s = Section("Hardware simulation (hwsim)", tables=[t])
     s.tables += hwsim_compare_tables(out)
-    front = out / "hwsim" / "dse" / "pareto.csv"
+    front = RunFiles(out).dse / "pareto.csv"
     if front.is_file():
         import csv
 
@@ -343,7 +341,7 @@ def hwsim_section(sim: dict, out: Path, copies: list) -> Section:
             if len(rows) > 20:
                 td.note = f"first 20 of {len(rows)} rows; all in hwsim/dse/pareto.csv"
             s.tables.append(td)
-    png = out / "hwsim" / "dse" / "pareto.png"
+    png = RunFiles(out).dse / "pareto.png"
     if png.is_file():
         copies.append((png, "dse_pareto.png"))
         s.figures.append(("dse_pareto.png", "DSE Pareto front"))
@@ -359,7 +357,7 @@ CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 def write_report(ctx) -> list[Path]:
     """Write report.md, report.html and the figures into ``ctx.dir('report')``; returns the paths."""
     out = ctx.out
-    rep = ctx.dir("report")
+    rep = ctx.files.report
     secs, copies = build_sections(out)
     written = []
     for src, name in copies:

@@ -11,9 +11,10 @@ features        feature cache of the train, gating and eval splits, INT8 and FP3
 exits           heads, gates (every seed), candidate layers, LCT thresholds, Pareto set [policy/]
 trace           eval-split evaluation: per-sample trace, results.json, plots [exits/]
 fixedpoint      bit-width search and fixed-point vs float validation [fixedpoint/]
-hls             hls4ml projects per block, C-simulation, resource estimates [hls/]
 rtl             open RTL of the exit blocks: Verilator bit-exact check, Yosys counts [rtl/]
                 (skipped with a note, and a small rtl_report.json, without verilator / yosys)
+hls             hls4ml projects per block, C-simulation, resource estimates beside the rtl
+                stage's Yosys counts [hls/]
 hwsim           SimPy replay of the trace and a DSE sweep over configs x Pareto policies [hwsim/]
 report          report.html, report.md and the figures beside them [report/]
 ==============  ==========================================================================
@@ -40,10 +41,11 @@ from typing import Callable
 from common import atomic
 from common.hashing import file_sha256 as sha256_file
 from common.errors import InputError
+from analysis.pipeline.artifacts import RunFiles
 from analysis.pipeline.config import RunConfig
 
 STATE_DIR = ".lraee-run"
-STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "hls", "rtl", "hwsim",
+STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "rtl", "hls", "hwsim",
           "report")
 PIPELINE_VERSION = 2
 
@@ -68,22 +70,17 @@ class Context:
     """What a stage sees: the config, the output folder and the upstream stages' records."""
 
     def __init__(self, cfg: RunConfig, out: Path, progress: bool, log: Callable[[str], None]):
+        from analysis.workflows import Session
+
         self.cfg = cfg
         self.out = out
         self.progress = progress
         self.log = log
+        self.session = Session(cfg.runtime, progress, log)  # one encoder load and recipe per run, shared by stages
+        self.files = RunFiles(out)
 
     def dir(self, name: str) -> Path:
-        return self.out / name
-
-    def cli(self, *argv) -> None:
-        """Run one ``lraee`` command in-process; a failure stops the pipeline with its message."""
-        from analysis.cli import build_parser
-
-        args = build_parser().parse_args([str(a) for a in argv])
-        rc = args.func(args)
-        if rc:
-            raise InputError(f"stage command `lraee {' '.join(str(a) for a in argv)}` exited with status {rc}")
+        return self.files.stage(name)
 
 
 def _record_path(out: Path, name: str) -> Path:

@@ -200,10 +200,55 @@ def requant(codes, src_frac, fmt: Fmt) -> Cast:
     point, as after a variable shift).  ``|codes| < 2**61`` is required and checked.
     """
     c = np.asarray(codes, dtype=np.int64)
-    if c.size and int(np.max(np.abs(c))) >= (1 << MAX_BITS):
+    if c.size and (int(c.max()) >= (1 << MAX_BITS) or int(c.min()) <= -(1 << MAX_BITS)) \
+            and int(np.max(np.abs(c))) >= (1 << MAX_BITS):  # (the first test, without a temporary, is almost always False)
         raise OverflowError(f"intermediate wider than {MAX_BITS} bits before a cast to {fmt}")
+    if np.ndim(src_frac) == 0:
+        return _requant_scalar(c, int(src_frac) - fmt.F, fmt)
+    return _requant_general(c, src_frac, fmt)
+
+
+def _requant_scalar(c: np.ndarray, shift: int, fmt: Fmt) -> Cast:
+    """:func:`requant` with one shift for every element: the same integers as :func:`_requant_general`
+    (tested ``==``) with scalar shift arithmetic instead of per-element shift arrays."""
+    maxc, minc = np.int64(fmt.max_code), np.int64(fmt.min_code)
+    if shift >= 0:
+        s = min(shift, 62)
+        if s == 0:
+            r = c
+        elif fmt.rounding == "TRN":
+            r = c >> np.int64(s)
+        elif fmt.rounding == "RND":
+            r = (c + np.int64(1 << (s - 1))) >> np.int64(s)
+        else:  # RND_CONV: floor((c + half - 1 + (floor(c / 2**s) & 1)) / 2**s) rounds half to even
+            odd = (c >> np.int64(s)) & np.int64(1)
+            r = c + np.int64((1 << (s - 1)) - 1)
+            r += odd
+            r >>= np.int64(s)
+        if fmt.overflow == "SAT":  # r is exact here, so saturation is a clip; overflow where it changed r
+            out = np.clip(r, minc, maxc)
+            return Cast(out, out != r)
+        hi_mask = r > maxc
+        lo_mask = r < minc
+    else:  # exact left shift; the range check without forming the shifted value
+        ls = min(-shift, 62)
+        if ls >= 62:
+            hi_mask, lo_mask = c > 0, c < 0
+            r = np.zeros_like(c)
+        else:
+            hi_mask = c > (maxc >> np.int64(ls))
+            lo_mask = c < -((-minc) >> np.int64(ls))
+            r = c << np.int64(ls)
+        return Cast(_apply_overflow(r, hi_mask, lo_mask, fmt), hi_mask | lo_mask)
+    return Cast(_apply_overflow(r, hi_mask, lo_mask, fmt), hi_mask | lo_mask)
+
+
+def _requant_general(c: np.ndarray, src_frac, fmt: Fmt) -> Cast:
+    """:func:`requant` with a per-element binary point (``src_frac`` an array)."""
     shift = np.asarray(src_frac, dtype=np.int64) - fmt.F
-    shift = np.broadcast_to(shift, c.shape) if shift.shape != c.shape else shift
+    if shift.shape != c.shape and np.broadcast_shapes(shift.shape, c.shape) != c.shape:
+        shift = np.broadcast_to(shift, c.shape)  # (raises as before when it cannot)
+    # a per-row shift [n, 1] stays that shape: the elementwise operations below broadcast it
     if not np.any(shift < 0):
         r = _round_shift(c, shift, fmt.rounding)
         hi_mask = r > fmt.max_code
@@ -267,6 +312,14 @@ class WidthError(InputError):
     """A stage's configured width cannot hold what it must hold (the message names the stage)."""
 
 
+def _l1_bound(abs_x: np.ndarray, max_x: int, max_other: int, axis: int) -> int:
+    """``max over rows (axis 1) or columns (axis 0) of sum |x|`` times ``max_other``: a bound on every partial
+    sum of the products ``x * other`` of a dot product (exact Python integers; huge when int64 cannot sum)."""
+    if max_x.bit_length() + int(abs_x.shape[axis]).bit_length() >= 63:
+        return 1 << 200
+    return int(abs_x.sum(axis=axis).max()) * max_other
+
+
 def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact ``a @ b`` of int64 matrices ([n, k] @ [k, m]), through float64 BLAS when that is faster.
 
@@ -274,7 +327,9 @@ def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     exact while every partial sum stays below 2**53, so each operand is split into limbs
     (``a = sum_i a_i 2**(s_a i)``: low limbs in [0, 2**s_a), the top limb signed, all of magnitude
     below 2**s_a; the same for ``b`` with s_b) with ``s_a + s_b + ceil(log2 k) <= 52``: every limb
-    GEMM is exact, and the limb products are recombined in int64. The split minimises the number of
+    GEMM is exact, and the limb products are recombined in int64. When the largest row L1 norm of ``a``
+    times the largest ``|b|`` (or the largest column L1 norm of ``b`` times the largest ``|a|``) stays below
+    2**53, every partial sum does, and one GEMM of the whole operands is exact. The split minimises the number of
     limb GEMMs; small products (or ones needing more than 4 GEMMs) use numpy's integer matmul. The
     caller guarantees that the true result fits int64 (``check_bits``).
     """
@@ -282,9 +337,15 @@ def int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, np.int64)
     if a.ndim != 2 or b.ndim != 2 or a.size * b.shape[1] < 4_000_000 or not a.size or not b.size:
         return a @ b
+    abs_a, abs_b = np.abs(a), np.abs(b)
+    ma, mb = int(abs_a.max()), int(abs_b.max())
+    if max(ma, mb) < (1 << 53) and min(_l1_bound(abs_a, ma, mb, 1), _l1_bound(abs_b, mb, ma, 0)) < (1 << 53):
+        # every partial sum of every dot product is an integer of magnitude <= its row's L1 bound < 2**53:
+        # one float64 GEMM is exact (in any summation order)
+        return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
     budget = 52 - max(1, int(a.shape[1] - 1).bit_length())
-    ba = int(np.abs(a).max()).bit_length() + 1
-    bb = int(np.abs(b).max()).bit_length() + 1
+    ba = ma.bit_length() + 1
+    bb = mb.bit_length() + 1
     best = None
     for mb in range(1, 5):
         sb = -(-bb // mb)

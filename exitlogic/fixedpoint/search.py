@@ -20,9 +20,12 @@ import numpy as np
 
 from common.errors import InputError
 
+SEARCH_SAFETY = 4.0  # the search keeps SAFETY x the estimated disagreement rate within 1 - target
+
+
 from .fixed import Fmt
 from .spec import FORMATS, STAGE_OF, STAGE_ORDER, UNIT_KINDS, FixedPointSpec, LutParams, UnitParams, integer_bits
-from .unit import ExitUnit, float_reference
+from .unit import ExitUnit, affected_stages, float_reference
 
 
 
@@ -164,6 +167,8 @@ class _Evaluator:
         self.refs = {}
         self.base_states = {}
         self.evaluations = 0
+        self.cache = {}  # parameter codes and tables per format, shared by the units of every spec tried
+        self.last_states = None  # the states of the last try that ran
 
     def refs_for(self, spec):
         if not self.refs:
@@ -173,9 +178,14 @@ class _Evaluator:
         return self.refs
 
     def unit(self, spec):
-        return ExitUnit(spec, {L: self.params[L] for L in self.samples}, self.text, self.ls)
+        return ExitUnit(spec, {L: self.params[L] for L in self.samples}, self.text, self.ls, cache=self.cache)
 
-    def set_base(self, spec):
+    def set_base(self, spec, states=None):
+        """The states every try resumes from: those of ``spec``, computed, or ``states`` (a try's of the same
+        spec: equal to a full run, tested), then no score."""
+        if states is not None:
+            self.base_states = states
+            return None
         unit = self.unit(spec)
         self.base_states = {}
         for layer, (q, s) in self.samples.items():
@@ -203,13 +213,15 @@ class _Evaluator:
         except InputError:
             return None
         states = {}
+        redo = affected_stages(first_stage)  # only what reads the knob's stage (sav -> sav, gate)
         for layer, base in self.base_states.items():
-            state = ExitUnit.snapshot(base, first_stage)
+            state = ExitUnit.snapshot(base, first_stage, redo)
             try:
-                unit.run_stages(state, first_stage)
+                unit.run_stages(state, first_stage, only=redo)
             except InputError:
                 return None
             states[layer] = state
+        self.last_states = states
         return self.score(unit, states)
 
 
@@ -344,19 +356,19 @@ def search_widths(spec: FixedPointSpec, params_per_layer: dict, text_embeddings,
     for knob in order:
         hi = _current(cur, knob)
         lo = 0 if knob.startswith("newton:") else 1
-        best = hi
+        best, best_states = hi, None
         best_score = (res.exit_agreement, res.pred_agreement)
         while lo < best:
             mid = (lo + best) // 2
             sc = ev.try_spec(_with(cur, knob, mid), stage_of(knob))
             if sc is not None and sc[0] >= target and sc[1] >= pred_target:
-                best, best_score = mid, sc
+                best, best_score, best_states = mid, sc, ev.last_states
             else:
                 lo = mid + 1
         if best != hi:
             cur = _with(cur, knob, best)
             res.exit_agreement, res.pred_agreement = best_score
-            ev.set_base(cur)
+            ev.set_base(cur, best_states)  # the accepted try's states: no full re-run
         res.steps.append({"knob": knob, "from": hi, "to": best, "exit_agreement": res.exit_agreement,
                           "pred_agreement": res.pred_agreement})
         if log:

@@ -48,7 +48,10 @@ class Ctx:
 
     def count(self, name: str, mask: np.ndarray) -> None:
         m = np.asarray(mask)
-        per = m.reshape(self.n, -1).sum(axis=1).astype(np.int64) if m.ndim else np.full(self.n, int(m))
+        if m.ndim and not m.any():  # the usual case: no event, no per-sample sum over the mask
+            per = np.zeros(self.n, np.int64)
+        else:
+            per = m.reshape(self.n, -1).sum(axis=1).astype(np.int64) if m.ndim else np.full(self.n, int(m))
         self.overflow[name] = self.overflow.get(name, 0) + per
 
     def cast(self, name: str, codes, frac, fmt: Fmt) -> np.ndarray:
@@ -154,11 +157,16 @@ def interp_lut(name: str, a: np.ndarray, fa: int, sigma: int, table: np.ndarray,
     sh = fa + sigma
     idx = _floor_shift(a, sh)
     shp = max(sh, 0)
-    fr = a - (idx << np.int64(shp)) if sh > 0 else np.zeros_like(a)
     check_bits(name, fmt.W + shp + 2, "the LUT interpolation")
-    t0 = table[idx]
-    t1 = table[idx + 1]
-    return ctx.cast(name, (t0 << np.int64(shp)) + (t1 - t0) * fr, fmt.F + shp, fmt)
+    table = np.asarray(table, np.int64)
+    if sh <= 0:  # no bits below the index: the breakpoint itself
+        return ctx.cast(name, table[idx], fmt.F, fmt)
+    # the same integers with the tables shifted and differenced once (len entries + 1) instead of per element
+    base = (table << np.int64(shp))[idx]
+    slope = np.diff(table)[idx]  # T[idx + 1] - T[idx] (idx <= entries - 1 for a in range)
+    fr = a & np.int64((1 << shp) - 1)  # == a - (idx << sh), the low sh bits of A
+    base += slope * fr
+    return ctx.cast(name, base, fmt.F + shp, fmt)
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,6 +37,19 @@ PARAM_KEYS = ("ln.weight", "ln.bias", "fc1.weight", "fc1.bias", "fc2.weight", "f
 OUTPUT_KEYS = ("pred", "conf", "margin", "sav", "gate_logit", "exit")
 #: names under which overflow events are counted (cast points plus the normalised units' zero input)
 COUNTER_NAMES = tuple(FORMATS) + ("ln.rsqrt", "l2.rsqrt", "conf.recip")
+#: the stages whose results each stage reads (besides the tokens and its own formats and parameters)
+STAGE_INPUTS = {"ssa": (), "sav": (), "ln": ("ssa",), "fc1": ("ln",), "gelu": ("fc1",), "fc2": ("gelu",),
+                "l2": ("fc2",), "sim": ("l2",), "softmax": ("sim",), "gate": ("softmax", "sav")}
+
+
+def affected_stages(first: str) -> tuple[str, ...]:
+    """``first`` and every stage that reads its results, directly or not, in pipeline order: what must be
+    recomputed when only ``first``'s formats (or tables) change (``sav`` -> sav, gate)."""
+    out = {first}
+    for name in STAGE_ORDER:
+        if any(i in out for i in STAGE_INPUTS[name]):
+            out.add(name)
+    return tuple(n for n in STAGE_ORDER if n in out)
 
 
 def logit(tau: float) -> float:
@@ -112,11 +125,14 @@ class ExitUnit:
     """
 
     def __init__(self, spec: FixedPointSpec, params_per_layer: dict, text_embeddings, logit_scale: float,
-                 policy_sha256: str | None = None, policy_source: str | None = None):
+                 policy_sha256: str | None = None, policy_source: str | None = None, cache: dict | None = None):
         spec.check_policy(policy_sha256, policy_source)
         spec.validate()
         self.spec = spec
         fm = spec.formats
+        # ``cache``: a dict shared by units of other specs over the same parameter objects (the width
+        # search): parameter codes and tables are looked up by (format, source object), not recomputed
+        self._cache = cache
         t = np.asarray(text_embeddings, np.float64)
         if t.shape != (spec.k, spec.e):
             raise InputError(f"text_embeddings shape {list(t.shape)} does not match the spec's "
@@ -126,13 +142,18 @@ class ExitUnit:
         self.text = t
         self.params = params_per_layer
         self.consts = spec.constants()
-        self.text_q = self._q("sim.text", self.logit_scale * t, "shared")
+        self.text_q = self._cached(("sim.text", fm["sim.text"], self.logit_scale), text_embeddings,
+                                   lambda: self._q("sim.text", self.logit_scale * t, "shared"))
         self.tables = {
-            n: st.norm_table(u.kind, u.lut_bits, fm[f"{n}.lut"]) for n, u in spec.units.items()}
+            n: self._cached(("norm_table", u.kind, u.lut_bits, fm[f"{n}.lut"]), None,
+                            lambda u=u, n=n: st.norm_table(u.kind, u.lut_bits, fm[f"{n}.lut"]))
+            for n, u in spec.units.items()}
         g = spec.luts["gelu"]
-        self.tables["gelu"] = st.gelu_phi_table(g.range, g.entries, fm["gelu.phi"])
+        self.tables["gelu"] = self._cached(("gelu", g.range, g.entries, fm["gelu.phi"]), None,
+                                           lambda: st.gelu_phi_table(g.range, g.entries, fm["gelu.phi"]))
         ex = spec.luts["exp"]
-        self.tables["exp"] = st.exp_table(ex.range, ex.entries, fm["exp.out"])
+        self.tables["exp"] = self._cached(("exp", ex.range, ex.entries, fm["exp.out"]), None,
+                                          lambda: st.exp_table(ex.range, ex.entries, fm["exp.out"]))
         self.layers = {}
         for layer, p in params_per_layer.items():
             wf, bf = fold_gate(p)
@@ -143,15 +164,16 @@ class ExitUnit:
                 raise WidthError(f"{spec.where}: stage 'gate.out': {f_g} cannot hold the threshold "
                                  f"logit(tau={float(p['tau'])}) = {thr:.6g} of layer {layer}")
             self.layers[layer] = {
-                "ln.weight": self._q("ln.weight", p["ln.weight"], layer).reshape(-1),
-                "ln.bias": self._q("ln.bias", p["ln.bias"], layer).reshape(-1),
-                "fc1.weight": self._q("fc1.weight", p["fc1.weight"], layer),
-                "fc1.bias": self._q("fc1.bias", p["fc1.bias"], layer).reshape(-1),
-                "fc2.weight": self._q("fc2.weight", p["fc2.weight"], layer),
-                "fc2.bias": self._q("fc2.bias", p["fc2.bias"], layer).reshape(-1),
-                "gate.w": [int(self._q(nm, wf[i], layer)) for i, nm in
-                           enumerate(("gate.w_conf", "gate.w_margin", "gate.w_sav"))],
-                "gate.b": int(self._q("gate.b", bf, layer)),
+                "ln.weight": self._qp("ln.weight", p, layer).reshape(-1),
+                "ln.bias": self._qp("ln.bias", p, layer).reshape(-1),
+                "fc1.weight": self._qp("fc1.weight", p, layer),
+                "fc1.bias": self._qp("fc1.bias", p, layer).reshape(-1),
+                "fc2.weight": self._qp("fc2.weight", p, layer),
+                "fc2.bias": self._qp("fc2.bias", p, layer).reshape(-1),
+                "gate.w": [int(self._cached(("gate", nm, layer, fm[nm]), p, lambda i=i, nm=nm: self._q(nm, wf[i], layer)))
+                           for i, nm in enumerate(("gate.w_conf", "gate.w_margin", "gate.w_sav"))],
+                "gate.b": int(self._cached(("gate", "gate.b", layer, fm["gate.b"]), p,
+                                           lambda: self._q("gate.b", bf, layer))),
                 "gate.thr": int(thr_code),
                 "tau": float(p["tau"]),
                 "logit_tau": thr,
@@ -160,6 +182,24 @@ class ExitUnit:
         if self.layers:
             first = next(iter(self.layers))
             self.run(first, np.zeros((1, spec.n_tokens + 1, spec.d), np.int8), 1.0)
+
+    def _cached(self, key: tuple, source, make):
+        """``make()``, looked up in the shared cache under ``key`` and the identity of ``source``."""
+        if self._cache is None:
+            return make()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        value = make()
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)  # shared by every unit of the cache
+        self._cache[key] = (source, value)
+        return value
+
+    def _qp(self, fname: str, p: dict, layer) -> np.ndarray:
+        """The codes of parameter ``fname`` of ``layer`` (``p[fname]`` quantised to its format)."""
+        return self._cached(("param", fname, layer, self.spec.formats[fname]), p[fname],
+                            lambda: self._q(fname, p[fname], layer))
 
     def _q(self, fname: str, values, layer) -> np.ndarray:
         fmt = self.spec.formats[fname]
@@ -184,12 +224,13 @@ class ExitUnit:
         return {"layer": layer, "q": q, "e": scale_exponent(token_scale),
                 "ctx": st.Ctx(n=q.shape[0], keep=keep)}
 
-    def run_stages(self, state: dict, first: str = "ssa") -> dict:
-        """Run the stages from ``first`` to the end, in place (earlier results must be in ``state``)."""
+    def run_stages(self, state: dict, first: str = "ssa", only=None) -> dict:
+        """Run the stages from ``first`` to the end, in place (earlier results must be in ``state``);
+        ``only``: just these stages (e.g. :func:`affected_stages`; the others' results must be in ``state``)."""
         sp, fm, P, T = self.spec, self.spec.formats, self.layers[state["layer"]], self.tables
         ctx, q, e = state["ctx"], state["q"], state["e"]
         i0 = STAGE_ORDER.index(first)
-        todo = STAGE_ORDER[i0:]
+        todo = STAGE_ORDER[i0:] if only is None else tuple(only)
         if "ssa" in todo:
             state["x"] = st.ssa_mean(q, e, sp, self.consts, ctx)
         if "sav" in todo:
@@ -216,13 +257,14 @@ class ExitUnit:
         return state
 
     @staticmethod
-    def snapshot(state: dict, before: str) -> dict:
-        """A copy of ``state`` holding only what the stages before ``before`` produced (for resuming)."""
+    def snapshot(state: dict, before: str, redo=None) -> dict:
+        """A copy of ``state`` holding only what the stages before ``before`` produced (for resuming);
+        ``redo``: the overflow counts of just these stages are dropped (for ``run_stages(only=redo)``)."""
         i0 = STAGE_ORDER.index(before)
         ctx = state["ctx"]
         new_ctx = st.Ctx(n=ctx.n, keep=ctx.keep)
         new_ctx.overflow = {k: v for k, v in ctx.overflow.items()
-                            if STAGE_ORDER.index(STAGE_OF[k]) < i0}
+                            if (STAGE_ORDER.index(STAGE_OF[k]) < i0 if redo is None else STAGE_OF[k] not in redo)}
         out = dict(state)
         out["ctx"] = new_ctx
         return out

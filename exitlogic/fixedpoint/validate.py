@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from exitlogic.routing import first_exit
+
 from .spec import STAGE_OF, STAGE_ORDER
 from .unit import COUNTER_NAMES
 
@@ -32,19 +34,12 @@ def run_reference(unit, tokens: dict) -> dict:
     return {layer: unit.float_reference(layer, q, s) for layer, (q, s) in tokens.items()}
 
 
-def route_positions(exits: np.ndarray) -> np.ndarray:
-    """Index of the first candidate whose decision is True per sample (C when none): exits bool [n, C]."""
-    exits = np.asarray(exits, bool)
-    n, C = exits.shape
-    return np.where(exits.any(1), exits.argmax(1), C).astype(np.int64)
-
-
 def routed(outputs: dict, layers: list, full_pred: np.ndarray) -> dict:
     """Routing of per-layer outputs: ``pos`` [n] (0..C), ``pred`` [n] (head at pos, else ``full_pred``)."""
     exits = np.stack([np.asarray(outputs[L]["exit"], bool) for L in layers], 1)
     preds = np.stack([np.asarray(outputs[L]["pred"], np.int64) for L in layers]
                      + [np.asarray(full_pred, np.int64)], 1)
-    pos = route_positions(exits)
+    pos = first_exit(exits)
     return {"pos": pos, "pred": preds[np.arange(len(pos)), pos]}
 
 

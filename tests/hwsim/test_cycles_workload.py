@@ -49,3 +49,18 @@ def test_hwsim_does_not_import_torch():
     code = ("import sys; import hwsim.cli, hwsim.replay, hwsim.dse, hwsim.scalesim_io, hwsim.costs; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_head_workload_sized_by_exit_head_geometry(monkeypatch):
+    """head_gemms / head_vector_ops / head_macs take the head's sizes from ExitHeadGeometry only."""
+    from quant.geometry import ExitHeadGeometry
+    import hwsim.workload as W
+    h = ExitHeadGeometry.of(TINY)
+    assert sum(x.macs for x in W.head_gemms(TINY, 25)) == h.macs(25) == W.head_macs(TINY, 25)
+    # a head whose hidden width differs from d: every GEMM and vector op follows it
+    odd = ExitHeadGeometry(width=TINY.width, hidden=48, embed_dim=TINY.embed_dim)
+    monkeypatch.setattr(W.ExitHeadGeometry, "of", classmethod(lambda cls, g: odd))
+    assert [(x.k, x.n) for x in W.head_gemms(TINY, 25)] == [(128, 48), (48, 128), (128, 25)]
+    assert W.head_macs(TINY, 25) == 128 * 48 + 48 * 128 + 128 * 25
+    assert sum(x.macs for x in W.head_gemms(TINY, 25)) == W.head_macs(TINY, 25)
+    assert {v.name: v.elems for v in W.head_vector_ops(TINY)}["head_gelu"] == 48

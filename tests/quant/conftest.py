@@ -14,12 +14,15 @@ def _images(enc, n: int, split: str = "calibration") -> torch.Tensor:
 
 
 def _calibrated(enc, precision: str, scales: str = "po2", method: str = "percentile", n: int = 8):
-    from quant.brevitas_model import build_quant_visual
+    """A Brevitas tower of ``precision`` calibrated on ``n`` procedural calibration images (modifiers
+    such as ``+sq`` fitted on the same images first), through the recipe protocol."""
     from quant.calibration import calibrate
     from quant.recipes import parse_precision
 
-    qv = build_quant_visual(enc.model.visual, parse_precision(precision, scales), method)
-    calibrate(qv, [_images(enc, n)])
+    recipe = parse_precision(precision, scales)
+    x = _images(enc, n)
+    qv = recipe.build(enc.model.visual, method, recipe.fit(enc.model.visual, lambda: [x]))
+    calibrate(qv, [x])
     return qv
 
 

@@ -20,6 +20,74 @@ def test_fp32_and_dynamic():
     assert parse_precision("int8-dynamic").kind == "dynamic"
 
 
+# Feature stores, calibration files and pipeline results are keyed by these strings. The values
+# were computed by the string-branch code before the recipe protocol (issue 14) and must never drift.
+GOLDEN = [  # text, scales, sha256(descriptor)[:16], tag (percentile), tag (mse)
+    ("fp32", "po2", "b6d0b68108210824", "fp32", "fp32"),
+    ("int8-dynamic", "po2", "74f2e2c12c754070", "int8-dynamic", "int8-dynamic"),
+    ("w8a8", "po2", "d9cf11630c4032a4", "w8a8", "w8a8-mse"),
+    ("w8a8", "float", "355bc484da29cf04", "w8a8-float", "w8a8-float-mse"),
+    ("w4a8", "po2", "d73ea554019616cd", "w4a8", "w4a8-mse"),
+    ("w6a6", "float", "cb008678a3cafc7a", "w6a6-float", "w6a6-float-mse"),
+]
+
+
+@pytest.mark.parametrize("text,scales,sha,tag,tag_mse", GOLDEN)
+def test_recipe_identity_strings_are_unchanged(text, scales, sha, tag, tag_mse):
+    from common.hashing import json_sha256
+    from quant.prepare import PreparedRecipe, default_calibration_path
+
+    r = parse_precision(text, scales)
+    assert json_sha256(r.descriptor())[:16] == sha
+    cal = {"method": "mse", "n": 8, "data": "d", "state_sha256": "0" * 64} if r.needs_calibration else None
+    assert PreparedRecipe(r, None).tag == tag and PreparedRecipe(r, None, calibration=cal).tag == tag_mse
+
+    class Enc:
+        name = "lraee-tiny"
+
+    if r.needs_calibration:
+        assert default_calibration_path(Enc(), r, "minmax", 8, "procedural").name == \
+            f"lraee-tiny-{tag}-minmax-procedural.safetensors"
+
+
+def test_registry_implements_the_protocol_and_derives_the_allowed_values():
+    from quant.recipes import (ALLOWED_TEXT, MODIFIERS, PRECISIONS, RECIPES, Modifier, Recipe,
+                               quantized_allowed_text, static_allowed_text)
+
+    assert list(RECIPES) == ["fp32", "int8-dynamic", "wXaY"] and list(MODIFIERS) == ["sq"]
+    assert PRECISIONS == ("fp32", "int8-dynamic", "w8a8", "wXaY")
+    for cls in RECIPES.values():
+        assert issubclass(cls, Recipe) and not getattr(cls, "__abstractmethods__", None)
+        assert cls.grammar in ALLOWED_TEXT
+        assert (cls.grammar in static_allowed_text()) == cls.needs_calibration
+        assert (cls.grammar in quantized_allowed_text()) == (cls.kind != "fp32")
+    for m in MODIFIERS.values():
+        assert issubclass(m, Modifier) and not getattr(m, "__abstractmethods__", None) and m.grammar in ALLOWED_TEXT
+    assert ALLOWED_TEXT.startswith("fp32, int8-dynamic, w8a8, or wXaY with X, Y in 2..16 (e.g. w4a8, w6a6)")
+    bits = {t: (parse_precision(t).w_bits, parse_precision(t).a_bits) for t in ("fp32", "int8-dynamic", "w4a6+sq")}
+    assert bits == {"fp32": (None, None), "int8-dynamic": (8, 8), "w4a6+sq": (4, 6)}
+    assert [parse_precision(t).needs_calibration for t in ("fp32", "int8-dynamic", "w8a8", "w8a8+sq")] == \
+        [False, False, True, True]
+
+
+def test_info_precision_without_value_lists_the_registry(run_cli):
+    import json
+
+    from quant.recipes import MODIFIERS, RECIPES
+
+    rc, out, _ = run_cli("info", "--precision")
+    assert rc == 0
+    for cls in RECIPES.values():
+        assert cls.grammar in out and cls.summary in out
+    for m in MODIFIERS.values():
+        assert m.grammar in out
+    rc, out, _ = run_cli("info", "--precision", "--json")
+    reg = json.loads(out)
+    assert [r["recipe"] for r in reg["recipes"]] == list(RECIPES) and reg["modifiers"][0]["modifier"] == "+sq"
+    rc, out, _ = run_cli("info", "--precision", "w4a8+sq0.7")
+    assert rc == 0 and "precision w4a8+sq0.7" in out and "SmoothQuant (alpha 0.7)" in out
+
+
 @pytest.mark.parametrize("bad", ["int8", "w1a8", "w8a1", "w17a8", "w8a17", "w0a0", "w8", "fp16", "", "w8a8x"])
 def test_bad_precision_strings(bad):
     with pytest.raises(InputError) as e:

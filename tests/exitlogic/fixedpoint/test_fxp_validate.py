@@ -6,11 +6,12 @@ import numpy as np
 from exitlogic.fixedpoint import search_widths
 from exitlogic.fixedpoint import validate as V
 from exitlogic.fixedpoint.search import search_knobs
+from exitlogic.routing import first_exit
 
 
 def test_route_positions_and_routed_prediction():
     exits = np.array([[False, True, True], [False, False, False], [True, False, True]])
-    assert V.route_positions(exits).tolist() == [1, 3, 0]
+    assert first_exit(exits).tolist() == [1, 3, 0]
     outs = {L: {"exit": exits[:, j], "pred": np.array([10 + j, 20 + j, 30 + j])} for j, L in enumerate((4, 6, 8))}
     r = V.routed(outs, [4, 6, 8], np.array([7, 8, 9]))
     assert r["pos"].tolist() == [1, 3, 0] and r["pred"].tolist() == [11, 8, 30]

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 
-from analysis.cli_common import add_model_args
+from analysis.cli.common import add_model_args
+
+LIST_RECIPES = "<list>"  # ``--precision`` given without a value
 
 
 def register(sub) -> None:
@@ -13,8 +15,9 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON (what torch-free packages consume)")
     p.add_argument("--list-models", action="store_true", help="list the open_clip ViT config names and exit")
-    p.add_argument("--precision", default=None, metavar="P",
-                   help="also list what recipe P (fp32, int8-dynamic, w8a8, wXaY) quantizes and what stays float")
+    p.add_argument("--precision", default=None, nargs="?", const=LIST_RECIPES, metavar="P",
+                   help="also list what recipe P (fp32, int8-dynamic, w8a8, wXaY, with modifiers such as w8a8+sq) "
+                        "quantizes and what stays float; without P: list the recipes and modifiers and exit")
     p.set_defaults(func=run)
 
 
@@ -34,6 +37,8 @@ def run(args) -> int:
     if args.list_models:
         print("\n".join(["tiny"] + vit_model_names()))
         return 0
+    if args.precision == LIST_RECIPES:
+        return _list_recipes(args.json)
     recipe = None
     if args.precision is not None:
         from quant.recipes import parse_precision
@@ -57,4 +62,26 @@ def run(args) -> int:
             print(f"  {what}:")
             for item in prec[what] or ["(nothing)"]:
                 print(f"    - {item}")
+    return 0
+
+
+def _list_recipes(as_json: bool) -> int:
+    """The recipe and modifier registries (:func:`quant.recipes.registry_listing`)."""
+    from quant.recipes import registry_listing
+
+    reg = registry_listing()
+    if as_json:
+        print(json.dumps(reg, indent=2))
+        return 0
+    print("recipes (--precision BASE[+MODIFIER...]):")
+    for r in reg["recipes"]:
+        print(f"  {r['grammar']}")
+        print(f"      {r['summary']}")
+        print(f"      bits: {r['bits']}; calibration: {'yes' if r['calibration'] else 'no'}")
+    print("modifiers:")
+    for m in reg["modifiers"]:
+        print(f"  {m['grammar']}")
+        print(f"      on: {m['applies_to']}")
+        print(f"      {m['summary']}")
+    print(f"scales (static): {', '.join(reg['scales'])}; calibration methods: {', '.join(reg['calib_methods'])}")
     return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir
+from analysis.cli.common import add_backbone_overrides, check_out_dir
+from analysis.workflows import TOKEN_SOURCES
 from common.errors import InputError
 
-TOKEN_SOURCES = ("auto", "cache", "extract", "derived")
 
 
 def add_block_args(p: argparse.ArgumentParser, out_holds: str):
@@ -50,6 +50,9 @@ def register(sub) -> None:
                    help="Strategy of a Dense layer: Latency or Resource (default: Resource above 4096 weights)")
     g.add_argument("--project", default="lraee", help="prefix of the top-function names (sanitised)")
     g.add_argument("--no-compile", action="store_true", help="only write the projects and the estimates")
+    g.add_argument("--rtl-report", type=Path, default=None, metavar="FILE",
+                   help="rtl_report.json of `lraee rtl` on the same policy and spec: merge each block's Yosys "
+                        "synth_xilinx counts and the estimate/count ratio into hls_report.json")
     v = p.add_argument_group("vectors")
     v.add_argument("--vectors", type=int, default=1000, metavar="N", help="C-simulation vectors per block (default 1000)")
     v.add_argument("--tokens", default="auto", choices=TOKEN_SOURCES,
@@ -57,10 +60,7 @@ def register(sub) -> None:
                         "--cache-dir, any split, eval preferred), extract (run the backbone on --data/--split, "
                         "cached), derived (deterministic tokens from the cached float features: mean, CLS and SAV "
                         "of the real samples), auto (cached tokens of --split, else extract; default)")
-    add_model_args(p)
-    add_precision_arg(p, default="w8a8")
-    add_data_args(p)
-    add_runtime_args(p)
+    add_backbone_overrides(p)
     p.set_defaults(func=run)
 
 
@@ -72,15 +72,6 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
             raise InputError(f"{flag} {it!r}; allowed: LAYER=VALUE, e.g. {flag} fc1=128")
         out[k.strip()] = v.strip()
     return out
-
-
-def clock_period_ns(mhz: float, flag: str = "--clock-mhz") -> float:
-    """The one rule for ``--clock-mhz`` / ``hls.clock_mhz``: a positive, finite number of MHz; the period in ns."""
-    import math
-
-    if isinstance(mhz, bool) or not isinstance(mhz, (int, float)) or not math.isfinite(mhz) or not mhz > 0:
-        raise InputError(f"{flag} {mhz}; allowed: a positive number (10 to 2000 MHz)")
-    return 1000.0 / float(mhz)
 
 
 def options_from_args(args):
@@ -96,6 +87,8 @@ def options_from_args(args):
     for k, v in _pairs(args.strategy, "--strategy").items():
         knobs.setdefault(k, LayerKnobs()).strategy = v.capitalize()
     if args.clock_mhz is not None:
+        from analysis.settings import clock_period_ns
+
         period = clock_period_ns(args.clock_mhz)
     else:
         period = args.clock_period if args.clock_period is not None else DEFAULT_CLOCK_NS
@@ -112,76 +105,36 @@ def _int_list(s: str | None, flag: str) -> list[int] | None:
         raise InputError(f"{flag} {s!r}; allowed: comma-separated integers") from None
 
 
-def extract_tap_vectors(args, policy, layers: list[int], n: int):
-    """Run the backbone: exit-tap scales on the calibration split, int8 tokens of ``layers`` on --data/--split."""
-    from analysis.cli_common import load_encoder_from_args, prepare_from_args, recipe_from_args, store_kwargs
-    from analysis.data.sources import open_source
-    from analysis.features import TOKEN_VECTORS, calibrate_token_tap, get_features, split_request
-    from quant.tap import TAP_CALIB_N, TokenTap
-    from analysis.templates import resolve_templates
-    from exitlogic.artifacts import check_key
-    from hls.vectors import vectors_from_store
-
-    recipe = recipe_from_args(args)
-    tname, templates = resolve_templates(args.templates)
-    source = open_source(args.data, args.split, args.n or n, args.classnames)
-    calib = open_source(args.calib_data or args.data, "calibration", TAP_CALIB_N, args.classnames)
-    enc = load_encoder_from_args(args)
-    prepared = prepare_from_args(args, enc, recipe)
-    kw = store_kwargs(args)
-    tap_kw = {k: v for k, v in kw.items() if k != "dtype"}
-    vectors = max(n, TOKEN_VECTORS)
-    if policy.meta.get("exit_tap"):  # the policy's own exit-tap scales: the eval store every stage shares
-        exit_tap = TokenTap.from_descriptor(policy.meta["exit_tap"])
-        req = split_request("eval", exit_tap, enc.geometry.depth, vectors)
-    else:
-        req = {"tokens": calibrate_token_tap(enc, prepared, calib, layers, **tap_kw), "token_vectors": vectors}
-    fs = get_features(enc, source, prepared, tname, templates, **req, **kw)
-    check_key(policy, fs.meta["key"], str(fs.path))
-    return vectors_from_store(fs.path, layers, n)
+HLS_FLAGS = {"backend": "--backend", "part": "--part", "clock_mhz": "--clock-mhz", "vectors": "--vectors"}
 
 
-def get_vectors(args, policy, layers: list[int]):
-    from analysis.features import DEFAULT_CACHE_DIR
-    from hls.vectors import derived_vectors, tap_vectors
+def block_backbone(args, policy) -> dict:
+    """Keywords of the workflow block steps from the flags shared with ``lraee rtl``: where the exit-tap vectors
+    come from, and the policy's backbone with the flags given as overrides."""
+    from analysis.cli.common import policy_backbone
 
-    n = args.vectors
-    if n < 1:
-        raise InputError(f"--vectors {n}; allowed: a positive integer")
-    cache = Path(args.cache_dir or DEFAULT_CACHE_DIR)
-    if args.tokens == "derived":
-        return derived_vectors(policy, cache, layers, n)
-    if args.tokens in ("auto", "cache"):
-        split = args.split if args.tokens == "auto" else None  # auto: only the requested split (eval)
-        v = tap_vectors(policy, cache, layers, n, split) if cache.is_dir() else None
-        if v is not None and (args.tokens == "cache" or min(t.shape[0] for t in v.tokens.values()) >= n):
-            return v
-        if args.tokens == "cache":
-            raise InputError(f"--cache-dir {cache}: no feature store with exit-tap tokens (tap_tokens) of layers "
-                             f"{layers} for the policy's model and recipe; allowed: --tokens extract or derived")
-    return extract_tap_vectors(args, policy, layers, n)
+    model, precision, data = policy_backbone(args, policy)
+    return {"tokens": args.tokens, "model": model, "precision": precision, "data": data,
+            "calibration": args.calibration, "split": args.split}
 
 
 def run(args: argparse.Namespace) -> int:
+    from analysis.cli.common import session_from_args
+    from analysis.settings import HlsCfg, from_args
+    from analysis.workflows import hls_blocks
     from exitlogic.artifacts import load_policy
-    from hls.flow import run as hls_run
 
     opts = options_from_args(args)
     out = Path(args.out)
     check_out_dir(out)
-    from hls.flow import check_blocks
-
-    blocks = check_blocks(b.strip() for b in args.blocks.split(",") if b.strip())
     policy = load_policy(args.policy)
-    if args.spec is not None and not Path(args.spec).is_file():
-        raise InputError(f"--spec {args.spec}: file not found")
-    layers = _int_list(args.layers, "--layers") or policy.candidate_layers
-    bad = [L for L in layers if L not in policy.candidate_layers]
-    if bad:
-        raise InputError(f"--layers {bad}: not candidate layers of {policy.path}; allowed: {policy.candidate_layers}")
-    vectors = get_vectors(args, policy, layers)
-    report = hls_run(policy, vectors, out, spec_path=args.spec, layers=layers, blocks=blocks, opts=opts,
-                     compile=not args.no_compile)
+    hls = from_args(HlsCfg, argparse.Namespace(backend=opts.backend, part=opts.part, vectors=args.vectors,
+                                               clock_mhz=1000.0 / opts.clock_period_ns), HLS_FLAGS)
+    report = hls_blocks(session_from_args(args), policy.path, out, hls, spec=args.spec,
+                        layers=_int_list(args.layers, "--layers"), blocks=[b.strip() for b in args.blocks.split(",")
+                                                                             if b.strip()],
+                        options=opts, compile=not args.no_compile, rtl_report=args.rtl_report,
+                        **block_backbone(args, policy))
     if report.get("exact_match") is not None and report["exact_match"] < 1.0:
         print(f"lraee hls: C-simulation differs from the fixed-point model (exact-match {report['exact_match']:.4f}); "
               "see hls_report.json")

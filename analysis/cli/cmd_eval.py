@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
-                                 check_out_file, load_encoder_from_args, prepare_from_args, recipe_from_args)
+from analysis.cli.common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
+                                 check_out_file, data_settings, model_settings, precision_settings, recipe_from_args,
+                                 session_from_args)
 
 
 def register(sub) -> None:
@@ -25,7 +26,6 @@ def register(sub) -> None:
 def run(args) -> int:
     from common import atomic
     from analysis.data.sources import open_source
-    from analysis.cli_common import store_kwargs
     from analysis.features import get_features
     from analysis.templates import resolve_templates
     from analysis.zeroshot import metrics
@@ -34,9 +34,10 @@ def run(args) -> int:
     recipe = recipe_from_args(args)
     source = open_source(args.data, args.split, args.n, args.classnames)
     tname, templates = resolve_templates(args.templates)
-    enc = load_encoder_from_args(args)
-    prepared = prepare_from_args(args, enc, recipe)
-    kw = store_kwargs(args)
+    session = session_from_args(args)
+    enc = session.encoder(model_settings(args))
+    prepared = session.recipe(enc, precision_settings(args), args.calibration, data_settings(args))
+    kw = session.store_kwargs()
     fs = get_features(enc, source, prepared, tname, templates, fields="embedding", **kw)
     m = metrics(fs["top5"], fs["labels"], len(source.classes))
     result = {"model": enc.name, "pretrained": enc.pretrained, "dataset": source.name,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import add_model_args, add_precision_arg, check_out_file, load_encoder_from_args
+from analysis.cli.common import add_model_args, add_precision_arg, check_out_file
 
 
 def register(sub) -> None:
@@ -30,7 +30,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from common import atomic
-    from analysis.cli_common import prepare_from_args, recipe_from_args
+    from analysis.cli.common import (data_settings, model_settings, precision_settings, recipe_from_args,
+                                     session_from_args)
     from analysis.data.sources import open_source
     from common.errors import InputError
     from analysis.data.loader import image_batches
@@ -41,15 +42,18 @@ def run(args) -> int:
     out = check_out_file(args.out, ".onnx")
     recipe = recipe_from_args(args)
     if not recipe.is_static:
+        from quant.recipes import static_allowed_text
+
         raise InputError(f"--precision {args.precision}: QONNX export is for the Brevitas recipes; "
-                         "allowed: w8a8 or wXaY")
+                         f"allowed: {static_allowed_text()}")
     if args.check_n <= 0:
         raise InputError(f"--check-n {args.check_n}: allowed: a positive integer")
     check_packages()
     templates_name, templates = resolve_templates(args.templates)
-    enc = load_encoder_from_args(args)
+    session = session_from_args(args)
+    enc = session.encoder(model_settings(args))
     args.engine = "brevitas"
-    prepared = prepare_from_args(args, enc, recipe)
+    prepared = session.recipe(enc, precision_settings(args), args.calibration, data_settings(args))
     src = open_source(args.data, "eval", args.check_n)
     _, images = next(image_batches(enc, src, args.check_n))
     text = class_embeddings(enc.model, enc.tokenizer, src.classes, templates)

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import (store_kwargs, add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir,
-                                 load_encoder_from_args, prepare_from_args, recipe_from_args)
+from analysis.cli.common import add_backbone_overrides, check_out_dir
 
 
 def register(sub) -> None:
@@ -17,44 +16,20 @@ def register(sub) -> None:
                                    "distribution, CLS vs SSA per layer, ablation rows i-v, static truncation) and "
                                    "DIR/pareto.png, DIR/exit_distribution.png, DIR/cls_vs_ssa.png.")
     p.add_argument("--policy", type=Path, required=True, metavar="DIR", help="policy folder (after `lraee thresholds`)")
-    add_model_args(p)
-    add_precision_arg(p, default="w8a8")
-    add_data_args(p)
-    add_runtime_args(p)
+    add_backbone_overrides(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from analysis.data.sources import open_source
-    from common.errors import InputError
-    from analysis.exits import exit_report
-    from analysis.features import get_features, split_request
-    from quant.tap import TokenTap
-    from analysis.templates import resolve_templates
-    from exitlogic.artifacts import check_key, load_policy
-    from quant.prepare import prepare_recipe
+    from analysis.cli.common import policy_backbone, session_from_args
+    from analysis.workflows import thresholded_policy, exit_report
 
     out = Path(args.out)
     check_out_dir(out)
-    policy = load_policy(args.policy)
-    if policy.meta.get("thresholds") is None:
-        raise InputError(f"{policy.path / 'policy.json'}: thresholds: missing; run `lraee thresholds --policy "
-                         f"{policy.path}` first")
-    recipe = recipe_from_args(args)
-    tname, templates = resolve_templates(args.templates)
-    source = open_source(args.data, args.split, args.n, args.classnames)
-    enc = load_encoder_from_args(args)
-    prepared = prepare_from_args(args, enc, recipe)
-    kw = store_kwargs(args)
-    tap = policy.meta.get("exit_tap")
-    exit_tap = TokenTap.from_descriptor(tap) if tap else None  # decide on what the exit unit reads
-    depth = enc.geometry.depth
-    fs = get_features(enc, source, prepared, tname, templates, **split_request("eval", exit_tap, depth), **kw)
-    check_key(policy, fs.meta["key"], str(fs.path))
-    fp = get_features(enc, source, prepare_recipe(enc, "fp32"), tname, templates,
-                      **split_request("teacher", None, depth), **kw)
-    res = exit_report(policy, fs, fp, out)
+    policy = thresholded_policy(args.policy)
+    model, precision, data = policy_backbone(args, policy)
+    res = exit_report(session_from_args(args), policy.path, out, model, precision, data, args.calibration, args.split)
     lr = res["lra_ee"]
     print(f"{'method':<28} {'FLOPs saving %':>16} {'top-1 %':>16}")
     for b in res["baselines"]:

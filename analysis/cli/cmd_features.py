@@ -1,8 +1,7 @@
 """``lraee features``: build (or reuse) the per-block feature cache of one data split."""
 from __future__ import annotations
 
-from analysis.cli_common import (add_data_args, add_model_args, add_precision_arg, add_runtime_args,
-                                 load_encoder_from_args, prepare_from_args, recipe_from_args)
+from analysis.cli.common import add_data_args, add_model_args, add_precision_arg, add_runtime_args
 
 
 def register(sub) -> None:
@@ -17,17 +16,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from analysis.cli.common import data_settings, model_settings, precision_settings, session_from_args
     from analysis.data.sources import open_source
-    from analysis.cli_common import store_kwargs
     from analysis.features import get_features
     from analysis.templates import resolve_templates
 
-    recipe = recipe_from_args(args)
-    source = open_source(args.data, args.split, args.n, args.classnames)
-    tname, templates = resolve_templates(args.templates)
-    enc = load_encoder_from_args(args)
-    prepared = prepare_from_args(args, enc, recipe)
-    fs = get_features(enc, source, prepared, tname, templates, **store_kwargs(args))
+    precision = precision_settings(args)
+    data = data_settings(args)
+    session = session_from_args(args)
+    source = open_source(data.source, args.split, args.n, data.classnames)
+    tname, templates = resolve_templates(data.templates)
+    enc = session.encoder(model_settings(args))
+    prepared = session.recipe(enc, precision, args.calibration, data)
+    fs = get_features(enc, source, prepared, tname, templates, **session.store_kwargs())
     print(f"{'reused' if fs.hit else 'built'} {fs.path} ({len(fs['labels'])} images, "
           f"{enc.geometry.depth} blocks, width {enc.geometry.width})")
     return 0

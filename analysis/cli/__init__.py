@@ -1,7 +1,9 @@
 """The ``lraee`` command line.
 
-Each command lives in its own module with a ``register(subparsers)`` function that adds
-its parser and sets ``func``; this module only assembles them and turns
+Each command lives in its own module of this package (``cmd_<name>.py``, flags shared by several in
+:mod:`analysis.cli.common`) with a ``register(subparsers)`` function that adds its parser and sets
+``func``, a thin wrapper that fills the settings sections and calls :mod:`analysis.workflows`; this
+module only assembles them and turns
 :class:`common.errors.InputError` into a one-line message and exit status 2.
 """
 from __future__ import annotations
@@ -79,9 +81,9 @@ def _strict_paths(parser: argparse.ArgumentParser) -> None:
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from analysis import (cmd_calibrate, cmd_eval, cmd_exit_report, cmd_export, cmd_features, cmd_hls, cmd_info,
-                          cmd_profile, cmd_rtl, cmd_run, cmd_thresholds, cmd_train_exits, cmd_train_tiny,
-                          cmd_validate_exits)
+    from analysis.cli import (cmd_calibrate, cmd_eval, cmd_exit_report, cmd_export, cmd_features, cmd_hls,
+                              cmd_info, cmd_profile, cmd_rtl, cmd_run, cmd_thresholds, cmd_train_exits,
+                              cmd_train_tiny, cmd_validate_exits)
     from hwsim import cli as hwsim_cli
 
     return [cmd_run.register, cmd_info.register, cmd_eval.register, cmd_features.register, cmd_calibrate.register,
@@ -124,7 +126,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lraee {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

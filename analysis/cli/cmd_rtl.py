@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.cli_common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir
-from analysis.cmd_hls import TOKEN_SOURCES, _int_list, add_block_args, get_vectors
+from analysis.cli.common import add_backbone_overrides, check_out_dir
+from analysis.cli.cmd_hls import TOKEN_SOURCES, _int_list, add_block_args, block_backbone
 from common.errors import InputError
 
 
@@ -34,43 +34,24 @@ def register(sub) -> None:
     v.add_argument("--vectors", type=int, default=1000, metavar="N", help="simulation vectors per block (default 1000)")
     v.add_argument("--tokens", default="auto", choices=TOKEN_SOURCES,
                    help="where the int8 exit-tap tokens come from (as lraee hls; default auto)")
-    add_model_args(p)
-    add_precision_arg(p, default="w8a8")
-    add_data_args(p)
-    add_runtime_args(p)
+    add_backbone_overrides(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from analysis.features import DEFAULT_CACHE_DIR
+    from analysis.cli.common import session_from_args
+    from analysis.settings import HlsCfg, from_args
+    from analysis.workflows import rtl_blocks
     from exitlogic.artifacts import load_policy
-    from rtl import tools
-    from rtl.blocks import KINDS
-    from rtl.flow import DEFAULT_PART
-    from rtl.flow import run as rtl_run
-    from rtl.synth import family_of
 
     out = Path(args.out)
     check_out_dir(out)
     kinds = tuple(b.strip() for b in args.blocks.split(",") if b.strip())
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise InputError(f"--blocks {args.blocks!r}; allowed: {', '.join(KINDS)}")
-    part = args.part or DEFAULT_PART
-    family_of(part)
-    tools.require("verilator")  # before any vectors are extracted: a missing tool is a one-line error
-    if args.synth != "none":
-        tools.require("yosys")
+    hls = from_args(HlsCfg, args, {"part": "--part", "vectors": "--vectors"})
     policy = load_policy(args.policy)
-    if args.spec is not None and not Path(args.spec).is_file():
-        raise InputError(f"--spec {args.spec}: file not found")
-    layers = _int_list(args.layers, "--layers") or policy.candidate_layers
-    badl = [L for L in layers if L not in policy.candidate_layers]
-    if badl:
-        raise InputError(f"--layers {badl}: not candidate layers of {policy.path}; allowed: {policy.candidate_layers}")
-    vectors = get_vectors(args, policy, layers)
-    report = rtl_run(policy, vectors, out, spec_path=args.spec, layers=layers, part=part, project=args.project,
-                     kinds=kinds, synth=args.synth, cache_dir=Path(args.cache_dir or DEFAULT_CACHE_DIR))
+    report = rtl_blocks(session_from_args(args), policy.path, out, hls, spec=args.spec,
+                        layers=_int_list(args.layers, "--layers"), kinds=kinds, synth=args.synth,
+                        project=args.project, **block_backbone(args, policy))
     if (report.get("exact_match") is not None and report["exact_match"] < 1.0) or not report["latency_ok"]:
         print(f"lraee rtl: RTL simulation differs from the fixed-point model (exact-match {report['exact_match']:.4f}, "
               f"latency as stated: {report['latency_ok']}); see rtl_report.json")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.cli_common import check_out_dir
+from analysis.cli.common import check_out_dir
 
 
 def register(sub) -> None:

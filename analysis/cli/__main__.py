@@ -1,0 +1,6 @@
+"""``python -m analysis.cli``: the ``lraee`` command line."""
+import sys
+
+from analysis.cli import main
+
+sys.exit(main())
