@@ -13,15 +13,17 @@ WordNet-id classes, K = 1000, one template, ``w8a8``), in one process:
   -> 512, 3 epochs, batch 128, lr 5e-4: ``bench_scale``'s settings) per train image, and
   :func:`exitlogic.heads.head_outputs` per gating image;
 - **fixedpoint**: the width search (:func:`analysis.validate_exits.run_search`) per gating image and the
-  validation (:func:`analysis.validate_exits.validate`) per eval image.
+  validation (:func:`analysis.validate_exits.validate`) per eval image (needs >= 256 gating images);
+- **decoding** (not in the default parts): the feature pass of the eval split with its image decoding,
+  one decoding worker (the loader's default on 2 cores) and in-process, against the plain forward.
 
 Each part runs the code of this tree and the code of a baseline commit (``--baseline``, loaded from git
 into separate modules), interleaved, on the same inputs; the results are compared (``==`` on the
 integers, ``torch.equal`` on the head parameters, the same spec) and the per-image times are given
 as the median over ``--repeats`` with ratios to the plain forward of the same run.
 
-    .venv/bin/python benchmarks/bench_nonbackbone.py [--parts features,heads,fixedpoint] [--repeats 3]
-        [--sizes 256,128,128] [--baseline 7534c68] [--work /tmp/lraee-bench-nonbackbone]
+    .venv/bin/python benchmarks/bench_nonbackbone.py [--parts features,heads,fixedpoint,decoding] [--repeats 3]
+        [--sizes 256,256,256] [--baseline 7534c68] [--work /tmp/lraee-bench-nonbackbone]
 
 The first run builds the checkpoint, folders, calibration, feature stores, text embeddings and a one-seed
 policy in ``--work`` (minutes); later runs reuse them.
@@ -411,6 +413,9 @@ def main() -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     sizes = tuple(int(v) for v in a.sizes.split(","))
+    if "fixedpoint" in a.parts.split(",") and sizes[1] < 256:
+        sys.exit("bench_nonbackbone: the fixedpoint part needs >= 256 gating images (the search's estimated "
+                 "disagreement rate keeps a generous start below its target only with a few hundred)")
     setup = Setup(a.work, sizes)
     out = {"sizes": sizes, "baseline": a.baseline, "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as td:
