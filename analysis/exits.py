@@ -32,7 +32,7 @@ from hwsim.workload import cumulative_fraction, flops_saving, head_fraction
 from exitlogic.gates import fit_gate, stack_features
 from exitlogic.policy import apply_route, default_grid, pareto_records, route, sweep
 from exitlogic.pruning import select_candidates
-from quant.geometry import EncoderGeometry
+from quant.geometry import EncoderGeometry, ExitHeadGeometry
 
 HEAD_SOURCE = {"ssa-distill": ("ssa_mean", "distill"), "ssa-hard": ("ssa_mean", "hard"),
                "cls-distill": ("cls", "distill")}
@@ -87,7 +87,7 @@ def train_exits(train_fs, teacher_fs, gating_fs, geometry: EncoderGeometry, out:
     for s in seeds:
         trained = train_heads(sources, [HEAD_SOURCE[v] for v in VARIANTS], train_fs["labels"], text, logit_scale,
                               layers, head_cfg, seed=s, teacher=teacher_fs["final_embedding"], device=device,
-                              progress=progress, desc=f"heads seed {s}")
+                              progress=progress, desc=f"heads seed {s}", head=ExitHeadGeometry.of(geometry))
         for v, heads in zip(VARIANTS, trained):
             tensors.update(heads.tensors(f"seed{s}.{v}"))
             gate_outs[(s, v)] = head_outputs(heads, gating_fs[HEAD_SOURCE[v][0]], gating_fs["labels"], text,
@@ -338,7 +338,7 @@ def write_exit_trace(path: Path, policy, geometry, labels, routed, full_pred, fu
                 gate=scores, pred_at=outs.pred[:, [L - 1 for L in cand]],
                 thresholds=policy.thresholds(policy.seeds[0], name),
                 extra_meta={"policy": f"{name} seed {policy.seeds[0]}", "policy_sha256": policy.meta["policy_sha256"],
-                            **recipe_bits(policy.meta["precision"])})
+                            "precision": policy.meta["precision"], **recipe_bits(policy.meta["precision"])})
 
 
 def recipe_bits(precision: str) -> dict:

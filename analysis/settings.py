@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from common.errors import InputError
 from exitlogic.fixedpoint.search import SEARCH_SAFETY
+from exitlogic.adavit_config import AdaViTConfig
 from exitlogic.head_config import HeadTrainConfig
 
 _HEADS = HeadTrainConfig()
+_ADAVIT = AdaViTConfig()
 
 
 class _Section(BaseModel):
@@ -69,6 +71,10 @@ class ModelCfg(_Section):
     force_quick_gelu: bool = False
 
 
+#: ``precision.sweep``'s default: where activation noise grows, and SmoothQuant where it is largest
+DEFAULT_SWEEP = ("w8a8", "w8a5", "w8a4", "w8a4+sq")
+
+
 class PrecisionCfg(_Section):
     recipe: str = Field("w8a8", description="a static INT8 recipe the exit unit taps: w8a8 or wXaY, "
                                               "optionally +sq / +sqALPHA (SmoothQuant)")
@@ -77,6 +83,20 @@ class PrecisionCfg(_Section):
     calib_n: int = Field(512, gt=0)
     engine: Literal["fast", "brevitas"] = Field("fast", description="static INT8 recipes: the bit-identical fast "
                                                                      "path or the Brevitas model itself")
+    sweep: list[str] = Field(default_factory=lambda: list(DEFAULT_SWEEP),
+                             description="lraee run: the precision x exit sweep's static recipes ([] = off); "
+                                         "each gets its own calibration, profile, policy and trace")
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, v: list[str]) -> list[str]:
+        from analysis.workflows import parse_sweep
+
+        return _rule(parse_sweep, v, "sweep")
+
+    def backbone_dump(self) -> dict:
+        """The fields that define the backbone (what keys calibrations, stores and policies): all but ``sweep``."""
+        return self.model_dump(exclude={"sweep"})
 
 
 class DataCfg(_Section):
@@ -90,7 +110,7 @@ class DataCfg(_Section):
                                                                 "procedural set's calibration split); never eval")
     classnames: Optional[str] = None
     templates: str = "paper"
-    train_n: int = Field(10000, gt=0)
+    train_n: int = Field(4000, gt=0)
     gating_n: Optional[int] = Field(None, gt=0)
     eval_n: Optional[int] = Field(None, gt=0, description="eval images (default: the whole split / folder)")
     profile_n: int = Field(512, gt=0, description="calibration images of the QIRC profile and the exit-tap scales")
@@ -146,6 +166,29 @@ class ThresholdsCfg(_Section):
         return v
 
 
+class AdaViTCfg(_Section):
+    """The AdaViT baseline at LRA-EE's FLOPs saving (:mod:`exitlogic.adavit`; defaults from its AdaViTConfig)."""
+
+    enabled: bool = Field(True, description="lraee run: train and evaluate AdaViT (stage adavit)")
+    seeds: Optional[int] = Field(None, ge=1, description="default: the policy's seeds")
+    train_n: int = Field(_ADAVIT.train_n, gt=0, description="train-split images the decision networks learn on")
+    epochs: int = Field(_ADAVIT.epochs, ge=1)
+    lr: float = Field(_ADAVIT.lr, gt=0)
+    batch_size: int = Field(_ADAVIT.batch_size, gt=0)
+    temperature: float = Field(_ADAVIT.temperature, gt=0, description="Gumbel-sigmoid temperature")
+    usage_weight: float = Field(_ADAVIT.usage_weight, ge=0, description="weight of the squared FLOPs-fraction error")
+    distill_weight: float = Field(_ADAVIT.distill_weight, ge=0, description="cosine distillation to the FP32 "
+                                                                            "embedding (0: off)")
+
+    def config(self):
+        """The :class:`exitlogic.adavit.AdaViTConfig` of these settings."""
+        from exitlogic.adavit import AdaViTConfig
+
+        return AdaViTConfig(train_n=self.train_n, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                            temperature=self.temperature, usage_weight=self.usage_weight,
+                            distill_weight=self.distill_weight)
+
+
 class FixedPointCfg(_Section):
     target: float = Field(0.999, gt=0, le=1, description="exit-decision agreement the width search keeps")
     search_safety: float = Field(SEARCH_SAFETY, ge=1, description="the search also keeps SAFETY x the estimated "
@@ -173,6 +216,8 @@ class HwsimCfg(_Section):
     arch: Optional[str] = Field(None, description="accelerator YAML (default hwsim/configs/arch.yaml)")
     space: Optional[str] = Field(None, description="DSE space YAML (default hwsim/configs/space.yaml)")
     max_configs: int = Field(100000, gt=0)
+    policy_points: Optional[int] = Field(20, gt=0, description="DSE: threshold sets per recipe's Pareto file, evenly "
+                                                               "spaced in FLOPs saving (null: all)")
     load: float = Field(0.5, gt=0, le=2, description="stated load for latency: Poisson arrivals at this fraction "
                                                       "of the full-depth throughput")
 
@@ -197,7 +242,8 @@ class HwsimCfg(_Section):
 
 
 SECTIONS = {"model": ModelCfg, "precision": PrecisionCfg, "data": DataCfg, "runtime": RuntimeCfg, "exits": ExitsCfg,
-            "thresholds": ThresholdsCfg, "fixedpoint": FixedPointCfg, "hls": HlsCfg, "hwsim": HwsimCfg}
+            "thresholds": ThresholdsCfg, "adavit": AdaViTCfg, "fixedpoint": FixedPointCfg, "hls": HlsCfg,
+            "hwsim": HwsimCfg}
 
 
 def default(section: type[BaseModel], field: str):

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from analysis.settings import (DataCfg, ExitsCfg, FixedPointCfg, HlsCfg, ModelCfg, PrecisionCfg, RuntimeCfg,
-                               ThresholdsCfg, clock_period_ns)
+from analysis.settings import (AdaViTCfg, DataCfg, ExitsCfg, FixedPointCfg, HlsCfg, ModelCfg, PrecisionCfg,
+                               RuntimeCfg, ThresholdsCfg, clock_period_ns)
 from common.errors import InputError
 
 
@@ -73,7 +73,7 @@ class Session:
         from quant.recipes import parse_precision
 
         recipe = parse_precision(precision.recipe, precision.scales)
-        key = (id(enc), precision.model_dump_json(), os.path.abspath(calibration) if calibration else None,
+        key = (id(enc), repr(precision.backbone_dump()), os.path.abspath(calibration) if calibration else None,
                data.model_dump_json() if data is not None and calibration is None else None)
         if key in self._recipes:
             return self._recipes[key]
@@ -303,7 +303,7 @@ def policy_settings(model: ModelCfg, precision: PrecisionCfg, data: DataCfg, cal
     cal = None
     if calibration is not None:
         cal = os.path.relpath(Path(calibration).resolve(), Path(policy_dir).resolve())
-    return {"model": model.model_dump(), "precision": precision.model_dump(), "data": data.model_dump(),
+    return {"model": model.model_dump(), "precision": precision.backbone_dump(), "data": data.model_dump(),
             "calibration": cal}
 
 
@@ -526,6 +526,123 @@ def validate_exits(session: Session, policy_dir: str | Path, out: str | Path, fi
     return result, written
 
 
+def adavit(session: Session, policy_dir: str | Path, out: str | Path, settings: AdaViTCfg,
+           target_saving: float | None = None, results_json: str | Path | None = None) -> dict:
+    """The AdaViT baseline at matched FLOPs (paper Table 2) on the policy's backbone: decision networks
+    trained with Gumbel-softmax on ``settings.train_n`` train-split images toward ``target_saving`` (default:
+    LRA-EE's mean FLOPs saving in ``results_json``, the trace step's results), INT8 backbone frozen (fast path),
+    ``settings.seeds`` seeds (default: the policy's), evaluated on the eval split the policy is reported on.
+    Writes ``out/adavit.json`` (and ``adavit.timings.json``); returns the result (:func:`analysis.adavit.run_adavit`)."""
+    from analysis.adavit import run_adavit
+    from analysis.data.sources import open_source
+    from common.readers import read_json
+
+    policy = thresholded_policy(policy_dir)
+    model, precision, data, cal = backbone_of(policy)
+    if target_saving is None:
+        if results_json is None:
+            raise InputError("--target: missing; allowed: a FLOPs-saving fraction in [0, 1), or --results "
+                             "results.json (LRA-EE's saving)")
+        res = read_json(results_json, allowed="results.json written by `lraee exit-report`")
+        try:
+            target_saving = float(res["lra_ee"]["flops_saving"]["mean"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{results_json}: lra_ee.flops_saving.mean: missing; allowed: results.json of "
+                             "`lraee exit-report`") from None
+    enc = session.encoder(model)
+    prepared = session.recipe(enc, precision, cal, data)
+    ref = open_source(data.source, "eval", data.eval_n, data.classnames)
+    train = open_role(data, "train", eval_source=ref)
+    seeds = settings.seeds or len(policy.seeds)
+    r = session.runtime
+    result = run_adavit(enc, prepared, train, ref, policy.tensors["text_embeddings"],
+                        float(policy.meta["logit_scale"]), target_saving, out, seeds=seeds, config=settings.config(),
+                        batch_size=r.batch_size, workers=r.workers, progress=session.progress)
+    session.log(f"AdaViT ({len(result['per_seed'])} seeds, target {100 * result['target_saving']:.2f} %): FLOPs saving "
+                f"{100 * result['flops_saving']['mean']:.2f} ± {100 * result['flops_saving']['std']:.2f} %, top-1 "
+                f"{100 * result['top1']['mean']:.2f} ± {100 * result['top1']['std']:.2f} % "
+                f"({result['timings']['seconds']:.1f} s) -> {Path(out) / 'adavit.json'}")
+    return result
+
+
+# ---- where early exit pays: the precision sweep -------------------------------------------------
+def recipe_precision(recipe: str) -> dict:
+    """``weight_bits``, ``act_bits`` and ``smoothquant_alpha`` (None without SmoothQuant) of a recipe name."""
+    from quant.recipes import parse_precision
+
+    r = parse_precision(recipe)
+    alpha = next((float(m.alpha) for m in r.modifiers if hasattr(m, "alpha")), None)
+    return {"weight_bits": r.w_bits, "act_bits": r.a_bits, "smoothquant_alpha": alpha}
+
+
+def parse_sweep(recipes, field: str = "precision.sweep") -> list[str]:
+    """The sweep's recipe names, each a static INT8 recipe (``wXaY`` with optional ``+sq``), no repeats; one-line
+    InputError naming ``field`` otherwise."""
+    from quant.recipes import parse_precision, static_allowed_text
+
+    if isinstance(recipes, str):
+        recipes = [r for r in recipes.split(",") if r.strip()]
+    out = []
+    for text in recipes:
+        r = parse_precision(str(text).strip(), flag=field)
+        if not r.needs_calibration:
+            raise InputError(f"{field}: {text!r} is not a static INT8 recipe; allowed: {static_allowed_text()}")
+        if r.name in out:
+            raise InputError(f"{field}: {r.name!r} listed twice; allowed: each recipe once")
+        out.append(r.name)
+    return out
+
+
+def sweep_recipe_dir(out: str | Path, recipe: str) -> Path:
+    from analysis.precision_sweep import slug
+
+    return Path(out) / slug(recipe)
+
+
+def precision_sweep(session: Session, model: ModelCfg, precision: PrecisionCfg, data: DataCfg, exits: ExitsCfg,
+                    thresholds_cfg: ThresholdsCfg, recipes, out: str | Path, reuse: dict | None = None) -> dict:
+    """Where early exit pays: for every recipe of ``recipes`` the main flow on that recipe's INT8 backbone
+    (``precision`` with its ``recipe`` replaced): calibration, QIRC profile, exit policy over ``exits.seeds``
+    seeds at the budget of ``thresholds_cfg``, eval trace and results, in ``out/<recipe>/`` (calibration,
+    ``profile/``, ``policy/``, ``trace/``). The FP32 features and the text embeddings are one cached build
+    shared by every recipe (and by the main run). ``reuse`` maps a recipe to the folders a run already made
+    for it: ``{recipe: {"results": results.json, "profile": profile.json}}``. Writes ``out/sweep.json``,
+    ``out/sweep.csv`` and ``out/sweep.png`` (:mod:`analysis.precision_sweep`); returns sweep.json's dict."""
+    from analysis.precision_sweep import sweep_row, write_sweep
+    from common.readers import read_json
+
+    names = parse_sweep(recipes)
+    if not names:
+        raise InputError("precision.sweep: empty; allowed: one or more static recipes, e.g. w8a8, w8a5, w8a4")
+    out = Path(out)
+    rows = []
+    for i, name in enumerate(names):
+        prec = precision.model_copy(update={"recipe": name})
+        got = (reuse or {}).get(name)
+        if got is None:
+            d = sweep_recipe_dir(out, name)
+            session.log(f"sweep [{i + 1}/{len(names)}] {name}: calibration, profile, exit policy, eval trace -> {d}")
+            cal = calibrate(session, model, prec, data, d / "calibration.safetensors")
+            profile(session, model, prec, data, d / "profile", cal.path)
+            train_exits(session, model, prec, data, exits, d / "policy", calibration=cal.path,
+                        profile_json=d / "profile" / "profile.json")
+            thresholds(d / "policy", thresholds_cfg, log=lambda _m: None)
+            exit_report(session, d / "policy", d / "trace")
+            got = {"results": d / "trace" / "results.json", "profile": d / "profile" / "profile.json",
+                   "trace": d / "trace" / "trace.csv", "pareto": d / "policy" / "pareto.json"}
+        else:
+            session.log(f"sweep [{i + 1}/{len(names)}] {name}: the run's own results ({got['results']})")
+        row = sweep_row(name, read_json(got["results"]), read_json(got["profile"]), recipe_precision(name))
+        row["files"] = {k: os.path.relpath(Path(v).resolve(), out.resolve()) for k, v in got.items()}
+        rows.append(row)
+        session.log(f"  {name}: INT8 full depth {100 * row['methods']['INT8 full depth']['top1']['mean']:.2f} %, "
+                    f"LRA-EE {100 * row['methods']['LRA-EE']['top1']['mean']:.2f} % "
+                    f"({row['lra_ee_delta_pp']['mean']:+.2f} pp)")
+    meta = {"model": model.name, "data": data.source, "budget": thresholds_cfg.budget, "seeds": exits.seeds}
+    write_sweep(out, rows, meta)
+    return read_json(out / "sweep.json")
+
+
 # ---- hardware --------------------------------------------------------------------------------
 def simulate(trace_csv: str | Path, out: str | Path, arch: str | Path | None = None, load: float = 0.5,
              loads=None, flags: dict | None = None, log: Callable[[str], None] = print) -> dict:
@@ -540,15 +657,20 @@ def simulate(trace_csv: str | Path, out: str | Path, arch: str | Path | None = N
                           loads=DEFAULT_LOADS if loads is None else loads, log=log, **(flags or {}))
 
 
-def dse(space: str | Path, trace_csv: str | Path, out: str | Path, policies: str | Path | None = None,
+def dse(space: str | Path, trace_csv, out: str | Path, policies=None,
         max_configs: int | None = None, workers: int | None = None, progress: bool = False,
-        log: Callable[[str], None] = print) -> dict:
-    """Design-space sweep of the space YAML over accelerator configs x the trace (x the policy's Pareto
-    threshold sets with ``policies``): ``out/results.csv``, ``pareto.csv``, ``pareto.png``, ``dse.json``."""
+        log: Callable[[str], None] = print, policy_points: int | None = None) -> dict:
+    """Design-space sweep of the space YAML over accelerator configs x the traces (x each policy's Pareto
+    threshold sets with ``policies``): ``out/results.csv``, ``pareto.csv``, ``pareto.png``, ``dse.json``.
+
+    ``trace_csv``: one trace or a list (traces of several recipes: one front across precisions);
+    ``policies``: one Pareto file (every trace) or one per trace; ``policy_points``: at most this many
+    threshold sets per Pareto file (evenly spaced in FLOPs saving; None: all)."""
     from hwsim.cli import dse_sweep
 
-    return dse_sweep(space, out, traces=[trace_csv], policies=policies, max_configs=max_configs, workers=workers,
-                     progress=progress, log=log)
+    traces = list(trace_csv) if isinstance(trace_csv, (list, tuple)) else [trace_csv]
+    return dse_sweep(space, out, traces=traces, policies=policies, max_configs=max_configs, workers=workers,
+                     progress=progress, log=log, policy_points=policy_points)
 
 
 # ---- exit blocks: HLS and RTL ------------------------------------------------------------------

@@ -89,6 +89,8 @@ BASELINES: tuple[Baseline, ...] = (
     Baseline("PABEE", lambda t: [_agg(f"PABEE (patience {p})", [r["pabee"][p - 1] for r in t.per_seed])
                                  for p in range(1, t.n_candidates)], ("3.64", "61.82")),
     Baseline("LRA-EE (ours)", _policy_rows("LRA-EE (ours)", f"{MAIN_VARIANT}/learned"), ("13.38", "61.16")),
+    # AdaViT needs backbone passes of its own (exitlogic/adavit.py, stage adavit); its row comes from adavit.json
+    Baseline("AdaViT", lambda t: [], ("13.50", "59.84")),
 )
 
 

@@ -11,7 +11,7 @@ class HeadTrainConfig:
 
     Paper defaults (ViT-B/32 on 10% of ImageNet train, 128k images): 3 epochs, Adam lr 5e-4,
     batch 64 (6,000 steps). Ours: 10 epochs of batch 256 at lr 1e-3 on the embedded default's
-    10k training images (400 steps; the heads of every block and variant train together).
+    4,000 training images (160 steps; the heads of every block and variant train together).
     """
 
     epochs: int = 10

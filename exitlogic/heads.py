@@ -32,6 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from exitlogic.head_config import HeadTrainConfig  # noqa: F401  (the training defaults, torch-free)
+from quant.geometry import ExitHeadGeometry
 
 SUPERVISIONS = ("hard", "distill")
 HEAD_KINDS = ("ssa", "cls")
@@ -39,29 +40,32 @@ LN_EPS = 1e-5
 
 
 class StackedHeads(nn.Module):
-    """``D`` independent exit heads (one per block), evaluated together.
+    """``D`` independent exit heads (one per block), evaluated together, each of the shape ``head``
+    (:class:`quant.geometry.ExitHeadGeometry`: d -> hidden -> e).
 
     Input x [n, D, d] -> embeddings u [n, D, e] (not normalised).
     """
 
-    def __init__(self, layers: list[int], width: int, embed_dim: int, seed: int = 0, init: bool = True):
+    def __init__(self, layers: list[int], head: ExitHeadGeometry, seed: int = 0, init: bool = True):
         super().__init__()
         self.layers = list(layers)
-        D, d, e = len(layers), width, embed_dim
+        self.head = head
+        D, shapes = len(layers), head.param_shapes()
         g = torch.Generator().manual_seed(seed)
 
-        def uniform(shape, fan_in):  # nn.Linear's default init, seeded (init=False: uninitialised, to be copied into)
+        def uniform(name, fan_in):  # nn.Linear's default init, seeded (init=False: uninitialised, to be copied into)
+            shape = (D, *shapes[name])
             if not init:
                 return torch.empty(shape)
             bound = 1.0 / math.sqrt(fan_in)
             return torch.rand(shape, generator=g).mul_(2).sub_(1).mul_(bound)  # (rand * 2 - 1) * bound, in place
 
-        self.ln_weight = nn.Parameter(torch.ones(D, d))
-        self.ln_bias = nn.Parameter(torch.zeros(D, d))
-        self.fc1_weight = nn.Parameter(uniform((D, d, d), d))
-        self.fc1_bias = nn.Parameter(uniform((D, d), d))
-        self.fc2_weight = nn.Parameter(uniform((D, e, d), d))
-        self.fc2_bias = nn.Parameter(uniform((D, e), d))
+        self.ln_weight = nn.Parameter(torch.ones(D, *shapes["ln.weight"]))
+        self.ln_bias = nn.Parameter(torch.zeros(D, *shapes["ln.bias"]))
+        self.fc1_weight = nn.Parameter(uniform("fc1.weight", head.width))
+        self.fc1_bias = nn.Parameter(uniform("fc1.bias", head.width))
+        self.fc2_weight = nn.Parameter(uniform("fc2.weight", head.hidden))
+        self.fc2_bias = nn.Parameter(uniform("fc2.bias", head.hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = _layer_norm(x) * self.ln_weight + self.ln_bias
@@ -87,7 +91,7 @@ class StackedHeads(nn.Module):
 
     def select(self, rows: list[int], layers: list[int]) -> "StackedHeads":
         """A new module with the heads at ``rows`` of this one, labelled as blocks ``layers``."""
-        m = StackedHeads(layers, self.fc1_weight.shape[2], self.fc2_weight.shape[1], init=False)
+        m = StackedHeads(layers, self.head, init=False)
         rows = list(rows)
         run = len(rows) > 0 and rows == list(range(rows[0], rows[0] + len(rows)))
         with torch.no_grad():
@@ -97,8 +101,12 @@ class StackedHeads(nn.Module):
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str, layers: list[int]) -> "StackedHeads":
-        w = tensors[f"{prefix}.fc2_weight"]
-        m = cls(layers, w.shape[2], w.shape[1], init=False)
+        w1 = np.asarray(tensors[f"{prefix}.fc1_weight"])
+        if w1.ndim != 3 or f"{prefix}.fc2_weight" not in tensors:
+            raise ValueError(f"{prefix}.fc1_weight: shape {list(w1.shape)}, expected [heads, hidden, d] beside fc2_weight")
+        head = ExitHeadGeometry(width=int(w1.shape[2]), hidden=int(w1.shape[1]),
+                                embed_dim=int(np.asarray(tensors[f"{prefix}.fc2_weight"]).shape[1]))
+        m = cls(layers, head, init=False)
         with torch.no_grad():
             for k, p in m.named_parameters():
                 src = torch.from_numpy(np.ascontiguousarray(tensors[f"{prefix}.{k}"]))
@@ -174,13 +182,15 @@ def _weights_in_input_major_layout(heads: StackedHeads) -> None:
 def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], labels: np.ndarray,
                 text_embeddings: np.ndarray, logit_scale: float, layers: list[int], cfg: HeadTrainConfig, seed: int,
                 teacher: np.ndarray | None = None, device: str = "cpu", progress: bool = True,
-                desc: str = "heads") -> list[StackedHeads]:
+                desc: str = "heads", head: ExitHeadGeometry | None = None) -> list[StackedHeads]:
     """Train one head per block for each group (source key, supervision) in one stacked module.
 
     ``sources`` maps a key (``ssa_mean``, ``cls``) to features [n, D, d] (block ``layers[i]`` at
     index i; an array or a feature store's row-readable array: each minibatch reads its rows only); ``groups`` lists (source key, supervision) pairs, e.g. [("ssa_mean", "distill"),
     ("cls", "distill")]; ``labels`` int [n]; ``text_embeddings`` [K, e] L2-normalised;
-    ``teacher`` [n, e] the FP32 final embeddings (needed by ``distill`` groups). ``seed`` sets the
+    ``teacher`` [n, e] the FP32 final embeddings (needed by ``distill`` groups); ``head`` the heads' shape
+    (``ExitHeadGeometry.of(encoder geometry)``; default: the LRA-EE head on d and e of the inputs, checked
+    against them either way). ``seed`` sets the
     initialisation and the minibatch order (shared by the groups). Returns one
     :class:`StackedHeads` per group.
 
@@ -193,9 +203,13 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
         if sup == "distill" and teacher is None:
             raise ValueError("distill supervision needs the FP32 teacher embeddings")
     n, D, d = sources[groups[0][0]].shape
+    head = head or ExitHeadGeometry.lraee(d, text_embeddings.shape[1])
+    if (d, text_embeddings.shape[1]) != (head.width, head.embed_dim):
+        raise ValueError(f"features of width {d} and text embeddings of width {text_embeddings.shape[1]} do not "
+                         f"fit the exit head d = {head.width}, e = {head.embed_dim}")
     G = len(groups)
     torch.manual_seed(seed)
-    heads = StackedHeads(list(range(G * D)), d, text_embeddings.shape[1], seed=seed).to(device)
+    heads = StackedHeads(list(range(G * D)), head, seed=seed).to(device)
     _weights_in_input_major_layout(heads)
     opt = _Adam(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     Y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)

@@ -201,14 +201,16 @@ def _norm_unit(fm: dict, unit_name: str, v: Fmt, spec) -> dict:
 
 
 def head_geometry(unit, layer: int) -> ExitHeadGeometry:
-    """The shape of ``layer``'s head as the exit unit holds it: width d of the spec, hidden = the rows of
-    the fc1 weight codes, embed_dim = the spec's e (checked against fc2's codes)."""
+    """The shape of ``layer``'s head: the spec's :attr:`~exitlogic.fixedpoint.spec.FixedPointSpec.head`, checked
+    against the fc1 and fc2 weight codes the exit unit holds."""
     P = unit.quantized_parameters(layer)
     w1, w2 = np.asarray(P["fc1.weight"][0]), np.asarray(P["fc2.weight"][0])
-    hg = ExitHeadGeometry(width=int(unit.spec.d), hidden=int(w1.shape[0]), embed_dim=int(unit.spec.e))
-    if w1.shape != (hg.hidden, hg.width) or w2.shape != (hg.embed_dim, hg.hidden):
+    hg = unit.spec.head
+    shapes = hg.param_shapes()
+    if w1.shape != shapes["fc1.weight"] or w2.shape != shapes["fc2.weight"]:
         raise InputError(f"layer {layer}: head weights fc1 {list(w1.shape)}, fc2 {list(w2.shape)}; allowed: "
-                         f"[hidden, {hg.width}] and [{hg.embed_dim}, hidden] (spec d = {hg.width}, e = {hg.embed_dim})")
+                         f"{list(shapes['fc1.weight'])} and {list(shapes['fc2.weight'])} (spec d = {hg.width}, "
+                         f"e = {hg.embed_dim})")
     return hg
 
 

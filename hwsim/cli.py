@@ -270,13 +270,20 @@ def register_dse(sub) -> None:
     p = sub.add_parser("dse", help="design-space exploration over accelerator configs, exit traces and exit policies",
                        description="Sweep a space YAML (grid or random) against one or more exit traces; with "
                                    "--policies, every trace is re-thresholded with every threshold set of the "
-                                   "policy's Pareto file (configs x traces x policies evaluations). Writes "
+                                   "policy's Pareto file (configs x traces x policies evaluations), or, with one "
+                                   "--policies per trace, with its own file's. One Pareto front spans every "
+                                   "trace's recipe (precision), policy point and config. Writes "
                                    "DIR/results.csv (streamed), DIR/pareto.csv, DIR/pareto.png, DIR/dse.json.")
     p.add_argument("--space", required=True, help="space YAML (see hwsim/configs/space.yaml)")
     p.add_argument("--trace", action="append", default=[], help="exit trace CSV (repeatable; adds to the space's traces)")
-    p.add_argument("--policies", metavar="PARETO.json", default=None,
+    p.add_argument("--policies", metavar="PARETO.json", action="append", default=None,
                    help="the exit policy's Pareto file of threshold sets: sweep every config x every point "
-                        "(the traces must carry the gate_L/pred_L, full_pred and label columns)")
+                        "(the traces must carry the gate_L/pred_L, full_pred and label columns). Once: every "
+                        "trace; repeated: one per trace, paired in order (the space file's traces, then the "
+                        "--trace flags), 'none' = that trace as written")
+    p.add_argument("--policy-points", type=int, default=None, metavar="N",
+                   help="at most N threshold sets per Pareto file, evenly spaced along its FLOPs saving "
+                        "(default: all)")
     p.add_argument("--geometry", help="encoder geometry JSON (default: the first trace meta's geometry)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--max-configs", type=int, default=None,
@@ -289,33 +296,57 @@ def register_dse(sub) -> None:
 
 
 def cmd_dse(args) -> int:
-    dse_sweep(args.space, args.out, traces=args.trace, policies=args.policies, geometry=args.geometry,
+    policies = [None if p.strip().lower() == "none" else p for p in args.policies or []]
+    dse_sweep(args.space, args.out, traces=args.trace, policies=policies or None, geometry=args.geometry,
               max_configs=args.max_configs, workers=args.workers, scheduler=args.scheduler,
-              progress=not args.no_progress and sys.stderr.isatty())
+              progress=not args.no_progress and sys.stderr.isatty(), policy_points=args.policy_points)
     return 0
 
 
 def dse_sweep(space_path, out, *, traces=(), policies=None, geometry=None, max_configs: int | None = None,
-              workers: int | None = None, scheduler: str | None = None, progress: bool = False, log=print) -> dict:
+              workers: int | None = None, scheduler: str | None = None, progress: bool = False, log=print,
+              policy_points: int | None = None) -> dict:
     """Sweep the DSE space YAML ``space_path`` over its traces plus ``traces`` (CSV paths) and, with
     ``policies`` (a Pareto JSON of threshold sets), every policy point: writes ``out/results.csv``,
     ``pareto.csv``, ``pareto.png`` and ``dse.json``; returns the sweep summary. Nothing is left at ``out``
-    when it fails."""
+    when it fails.
+
+    ``policies``: one path (or a list of one) applies to every trace; a list of one path or None
+    per trace (the space file's traces first, then ``traces``) re-thresholds each trace with its
+    own file (None: that trace as written), for traces of several recipes with their own policies
+    and candidate layers. Any other count is an InputError. One front spans all traces.
+    ``policy_points``: at most this many threshold sets per Pareto file, evenly spaced along its FLOPs
+    saving (:meth:`hwsim.trace.PolicySet.thinned`; None: all)."""
     from .dse import Space, run_dse
     from .trace import read_policies, read_trace
     if max_configs is not None and max_configs < 1:
         raise InputError(f"--max-configs: {max_configs}; allowed: an integer >= 1")
     if workers is not None and workers < 1:
         raise InputError(f"--workers: {workers}; allowed: an integer >= 1")
+    if policy_points is not None and policy_points < 1:
+        raise InputError(f"--policy-points: {policy_points}; allowed: an integer >= 1")
     from common.atomic import check_out_dir, removed_on_error
     check_out_dir(out)
     space = Space(space_path, max_configs)
     paths = list(space.trace_paths) + [Path(t) for t in traces]
     if not paths:
         raise InputError("--trace: missing (the space lists no traces); allowed: one or more trace CSVs")
-    pol = read_policies(policies) if policies else None
+    plist = list(policies) if isinstance(policies, (list, tuple)) else [policies]
+    if len(plist) > 1 and len(plist) != len(paths):
+        n = len(paths)
+        raise InputError(f"--policies: {len(plist)} Pareto files for {n} trace{'s' if n > 1 else ''}; allowed: 1 "
+                         f"(every trace) or {n} (one per trace, paired in order: the space file's traces, then "
+                         "--trace)")
+    if len(plist) > 1:   # one per trace
+        pol = [read_policies(p).thinned(policy_points) if p else None for p in plist]
+        pol = None if all(p is None for p in pol) else pol
+    else:
+        pol = read_policies(plist[0]).thinned(policy_points) if plist and plist[0] else None
     # before reading traces: fail fast, write nothing
-    space.check_size(len(paths), len(pol.points) if pol else None)
+    if isinstance(pol, list):
+        space.check_size(len(paths), n_units=sum(len(p.points) if p else 1 for p in pol))
+    else:
+        space.check_size(len(paths), len(pol.points) if pol else None)
     read = [read_trace(p) for p in paths]
     geom = _geometry(geometry or (str(space.geometry_path) if space.geometry_path else None), read[0])
     for p, t in zip(paths, read):

@@ -28,7 +28,17 @@ Exit policies: with a Pareto file of threshold sets (``lraee dse --policies PARE
 :func:`hwsim.trace.read_policies`), every trace (which must carry the gate/pred columns) is
 re-thresholded with every point (:func:`hwsim.trace.apply_thresholds`) and every config is
 evaluated on every (trace, policy) pair: rows gain ``policy_id`` and ``threshold_L``, the
-accuracy is the re-thresholded trace's, and the fronts span configs and policies.
+accuracy is the re-thresholded trace's, and the fronts span configs and policies. With one
+Pareto file per trace (``--trace A.csv --policies A.json --trace B.csv --policies B.json``: each
+recipe has its own policy and candidate layers) each trace is re-thresholded with its own
+file's points; ``threshold_L`` columns are the union of the files' candidate layers (blank where
+a trace's policy has no such layer).
+
+Precisions: every row carries its trace's ``recipe`` (:func:`trace_recipe`) and the operand
+widths ``weight_bits`` / ``act_bits`` the evaluation used (the trace meta's unless the arch sets
+them, :func:`hwsim.config.with_trace_precision`), appended after the existing columns. The front
+is computed over all rows together, so one front spans precisions, exit policies and arrays;
+``dse.json`` summarises each recipe under ``precisions``.
 """
 from __future__ import annotations
 
@@ -136,14 +146,20 @@ class Space:
         limit = max_configs if max_configs is not None else d.get("max_configs", 100000)
         self.max_configs = limit
 
-    def check_size(self, n_traces: int, n_policies: int | None = None) -> int:
-        """Evaluations = configs x traces (x policies); InputError above ``max_configs``."""
-        total = self.n_configs * max(n_traces, 1) * (n_policies or 1)
-        if total > self.max_configs:
+    def check_size(self, n_traces: int, n_policies: int | None = None, n_units: int | None = None) -> int:
+        """Evaluations = configs x traces (x policies), or configs x ``n_units`` operating points
+        (traces paired with their own Pareto files); InputError above ``max_configs``."""
+        if n_units is not None:
+            total = self.n_configs * max(n_units, 1)
+            what = f"{self.n_configs} configs x {max(n_units, 1)} operating points of {n_traces} traces"
+        else:
+            total = self.n_configs * max(n_traces, 1) * (n_policies or 1)
             pol = f" x {n_policies} policies" if n_policies else ""
-            raise InputError(f"{self.path}: parameters: {total} evaluations ({self.n_configs} configs x "
-                             f"{max(n_traces, 1)} traces{pol}) exceed --max-configs {self.max_configs}; allowed: "
-                             f"at most {self.max_configs} (raise --max-configs or shrink the space)")
+            what = f"{self.n_configs} configs x {max(n_traces, 1)} traces{pol}"
+        if total > self.max_configs:
+            raise InputError(f"{self.path}: parameters: {total} evaluations ({what}) exceed --max-configs "
+                             f"{self.max_configs}; allowed: at most {self.max_configs} (raise --max-configs or "
+                             "shrink the space)")
         return total
 
     def configs(self) -> Iterator[tuple[int, dict]]:
@@ -185,10 +201,17 @@ def exact_closed_form(arch: ArchConfig) -> bool:
 
 def evaluate_config(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrace) -> dict:
     """Summary of one accelerator on one trace (closed form where exact, else SimPy), with
-    ``bound`` (what bounds the config, :func:`hwsim.costs.bound_of`)."""
+    ``bound`` (what bounds the config, :func:`hwsim.costs.bound_of`) and ``precision`` (the
+    operand widths used and their source, :func:`hwsim.config.with_trace_precision`)."""
     from .config import with_trace_precision
+    arch, prec = with_trace_precision(arch, trace.meta)
+    s = _evaluate_resolved(arch, geometry, trace)
+    s["precision"] = prec
+    return s
+
+
+def _evaluate_resolved(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrace) -> dict:
     from .costs import bound_of
-    arch, _ = with_trace_precision(arch, trace.meta)
     if arch.architecture == "pipelined":
         from .pipelined import evaluate_pipelined, stage_arch
         s = evaluate_pipelined(arch, geometry, trace)
@@ -214,12 +237,46 @@ def evaluate_config(arch: ArchConfig, geometry: EncoderGeometry, trace: ExitTrac
     return s
 
 
-def policy_units(traces: list[ExitTrace], policies: PolicySet | None) -> list[tuple]:
+def trace_recipe(trace: ExitTrace) -> str:
+    """The recipe label of a trace: its meta's ``precision`` (the recipe name, e.g. ``w4a8``) or
+    ``recipe`` (a name, or a descriptor with ``precision``), else ``w{weight_bits}a{act_bits}``
+    from its meta, else ``unspecified``."""
+    meta = trace.meta or {}
+    for key in ("precision", "recipe"):
+        v = meta.get(key)
+        if isinstance(v, dict):
+            v = v.get("precision")
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    if meta.get("weight_bits") and meta.get("act_bits"):
+        return f"w{meta['weight_bits']}a{meta['act_bits']}"
+    return "unspecified"
+
+
+def per_trace_policies(traces: list[ExitTrace], policies) -> list:
+    """``policies`` as one entry per trace: a PolicySet (or None) applies to every trace; a list
+    must hold one PolicySet or None (the trace as written) per trace."""
+    if not isinstance(policies, (list, tuple)):
+        return [policies] * len(traces)
+    if len(policies) != len(traces):
+        n = len(traces)
+        raise InputError(f"--policies: {len(policies)} Pareto files for {n} trace{'s' if n > 1 else ''}; allowed: 1 "
+                         f"(every trace) or {n} (one per trace, in the order of the traces)")
+    return list(policies)
+
+
+def policy_units(traces: list[ExitTrace], policies) -> list[tuple]:
     """The operating points a sweep evaluates: (trace_id, policy_id, thresholds, trace).
 
     Without policies: one per trace as written (policy_id and thresholds None). With a Pareto
     file: every trace re-thresholded with every point; the traces must carry the gate/pred
-    columns and the file's depth and candidate layers (InputError naming file and field)."""
+    columns and the file's depth and candidate layers (InputError naming file and field).
+    With a list (one PolicySet or None per trace): each trace with its own file's points."""
+    if isinstance(policies, (list, tuple)):
+        units = []
+        for ti, (t, pol) in enumerate(zip(traces, per_trace_policies(traces, policies))):
+            units += [(ti, *u[1:]) for u in policy_units([t], pol)]
+        return units
     if policies is None:
         return [(ti, None, None, t) for ti, t in enumerate(traces)]
     for t in traces:
@@ -299,7 +356,9 @@ def _row(cid, ti, pid, th, fs, params, arch, s, ctx) -> dict:
         row[f"energy_{k}_uj"] = s["energy_per_image_uj"][k]
     row.update({"macs_per_image": s["macs_per_image"], "pe_utilisation": s["utilisation"]["pe"],
                 "array_utilisation": s["utilisation"].get("array", s["utilisation"].get("stage1", 0.0)), "pes": pes, "sram_kb": sram_kb,
-                "area_proxy": a_pe * pes + a_kb * sram_kb, "bound": s["bound"], "evaluator": s["evaluator"]})
+                "area_proxy": a_pe * pes + a_kb * sram_kb, "bound": s["bound"], "evaluator": s["evaluator"],
+                "recipe": ctx["recipes"][ti], "weight_bits": s["precision"]["weight_bits"],
+                "act_bits": s["precision"]["act_bits"]})
     return row
 
 
@@ -317,16 +376,30 @@ def _chunks(it, size):
 
 def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, out_dir: str | Path,
             workers: int | None = None, scheduler: str | None = None, progress: bool = True,
-            chunk_size: int | None = None, policies: PolicySet | None = None) -> dict:
+            chunk_size: int | None = None, policies: PolicySet | list | None = None) -> dict:
     """Run the sweep; write results.csv, pareto.csv, pareto.png and dse.json under ``out_dir``.
 
     ``scheduler``: a Dask distributed scheduler address (``tcp://host:8786``) to run on a
     cluster; else a local process pool of ``workers`` (default: CPU count; 1 = in process).
     ``policies``: a Pareto file's threshold sets; every trace is re-thresholded with each
-    (see :func:`policy_units`). Inputs are checked before anything is written.
+    (see :func:`policy_units`); or a list with one PolicySet (or None: the trace as written)
+    per trace, each trace re-thresholded with its own. Inputs are checked before anything is
+    written. The front spans every trace (so every recipe); ``precisions`` in the summary
+    counts each recipe's evaluations and front points.
     """
     from tqdm import tqdm
-    total = space.check_size(len(traces), len(policies.points) if policies else None)
+    paired = isinstance(policies, (list, tuple))
+    if paired:
+        pols = per_trace_policies(traces, policies)
+        if all(p is None for p in pols):
+            paired, policies = False, None
+    if paired:
+        total = space.check_size(len(traces), n_units=sum(len(p.points) if p else 1 for p in pols))
+        cands = sorted({L for p in pols if p for L in p.candidate_layers})
+    else:
+        total = space.check_size(len(traces), len(policies.points) if policies else None)
+        cands = list(policies.candidate_layers) if policies else []
+    with_policy = policies is not None
     units = policy_units(traces, policies)
     out_dir = Path(out_dir)
     workers = workers or os.cpu_count() or 1
@@ -334,19 +407,20 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
     if space.base.architecture == "pipelined":
         from .pipelined import check_stages
         check_stages(space.base, geometry.depth, str(space.path))
+    recipes = [trace_recipe(t) for t in traces]
     ctx = {"base": space.base.model_dump(), "geometry": geometry, "units": units,
-           "sram_reference_pes": space.sram_reference_pes,
+           "sram_reference_pes": space.sram_reference_pes, "recipes": recipes,
            "flops": [flops_saving(geometry, u[3].exit_layer) for u in units], "area": (space.area_pe, space.area_kb)}
     keys = list(space.params)
-    pcols = (["policy_id"] + [f"threshold_{L}" for L in policies.candidate_layers]) if policies else []
+    pcols = (["policy_id"] + [f"threshold_{L}" for L in cands]) if with_policy else []
     cols = (["config_id", "trace_id"] + pcols + keys + ["accuracy", "flops_saving", "latency_mean_us",
             "latency_p50_us", "latency_p95_us", "latency_p99_us", "service_latency_p50_us",
             "service_latency_p95_us", "service_latency_p99_us", "throughput_img_s", "makespan_cycles",
             "energy_per_image_uj"]
             + [f"energy_{k}_uj" for k in ENERGY_KEYS]
             + ["macs_per_image", "pe_utilisation", "array_utilisation", "pes", "sram_kb", "area_proxy", "bound",
-               "evaluator"])
-    objectives = []   # (config_id, trace_id, policy_id, -acc, p95, energy, area)
+               "evaluator"] + PRECISION_COLUMNS)
+    objectives = []   # (config_id, trace_id, policy_id, -acc, p95, energy, area, weight_bits, act_bits)
     t0 = time.perf_counter()
     bar = tqdm(total=total, desc="dse", unit="eval", disable=not progress)
     with atomic_path(out_dir / "results.csv") as tmp:
@@ -359,7 +433,8 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
                     w.writerow(r)
                     acc = r["accuracy"] if r["accuracy"] != "" else 0.0
                     objectives.append((r["config_id"], r["trace_id"], r.get("policy_id"), -acc,
-                                       r["service_latency_p95_us"], r["energy_per_image_uj"], r["area_proxy"]))
+                                       r["service_latency_p95_us"], r["energy_per_image_uj"], r["area_proxy"],
+                                       r["weight_bits"], r["act_bits"]))
                 bar.update(len(rows))
 
             chunks = _chunks(space.configs(), chunk_size)
@@ -372,10 +447,10 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
                 _run_pool(workers, chunks, ctx, consume)
     bar.close()
     elapsed = time.perf_counter() - t0
-    obj = np.array([o[3:] for o in objectives], dtype=float)
-    ids = [o[:3] for o in objectives]
+    obj = np.array([o[3:7] for o in objectives], dtype=float).reshape(-1, 4)
+    ids = [o[:3] + (recipes[o[1]],) + o[7:] for o in objectives]   # + recipe, weight_bits, act_bits
     mask = pareto_mask(obj) if len(obj) else np.zeros(0, bool)
-    _write_front(out_dir, obj, ids, mask, policies is not None)
+    _write_front(out_dir, obj, ids, mask, with_policy)
     summary = {"space": str(space.path), "mode": space.mode, "evaluations": len(objectives),
                "configs": space.n_configs, "traces": len(traces), "pareto_points": int(mask.sum()),
                "seconds": elapsed, "scheduler": scheduler or f"process pool ({workers})",
@@ -383,14 +458,39 @@ def run_dse(space: Space, traces: list[ExitTrace], geometry: EncoderGeometry, ou
                               "area_proxy (min)"],
                "sram_scaled_with_array": space.sram_reference_pes,
                "flops_saving": [flops_saving(geometry, t.exit_layer) for t in traces]}
-    if policies is not None:
-        summary["policies"] = {
-            "file": policies.source, "count": len(policies.points),
-            "points": [{"trace_id": ti, "policy_id": pid, "thresholds": {str(L): v for L, v in th.items()},
-                        "accuracy": t.accuracy, "flops_saving": fs}
-                       for (ti, pid, th, t), fs in zip(units, ctx["flops"])]}
+    if with_policy:
+        points = [{"trace_id": ti, "policy_id": pid, "thresholds": {str(L): v for L, v in th.items()},
+                   "accuracy": t.accuracy, "flops_saving": fs}
+                  for (ti, pid, th, t), fs in zip(units, ctx["flops"]) if th is not None]
+        if paired:
+            summary["policies"] = {"files": [p.source if p else None for p in pols],
+                                   "count": sum(len(p.points) for p in pols if p), "points": points}
+        else:
+            summary["policies"] = {"file": policies.source, "count": len(policies.points), "points": points}
+    summary["precisions"] = _precisions(recipes, ids, mask)
     write_json(out_dir / "dse.json", {k: v for k, v in summary.items() if k != "seconds"})  # results only
     return summary
+
+
+PRECISION_COLUMNS = ["recipe", "weight_bits", "act_bits"]
+
+
+def _precisions(recipes: list[str], ids: list[tuple], mask) -> dict:
+    """Per recipe (in trace order): its traces, the operand widths its rows used, evaluations and
+    front points."""
+    out: dict = {}
+    for ti, r in enumerate(recipes):
+        out.setdefault(r, {"traces": [], "weight_bits": set(), "act_bits": set(), "evaluations": 0,
+                           "pareto_points": 0})["traces"].append(ti)
+    for (_, _, _, r, wb, ab), on_front in zip(ids, mask):
+        e = out[r]
+        e["weight_bits"].add(wb)
+        e["act_bits"].add(ab)
+        e["evaluations"] += 1
+        e["pareto_points"] += int(on_front)
+    for e in out.values():
+        e["weight_bits"], e["act_bits"] = sorted(e["weight_bits"]), sorted(e["act_bits"])
+    return out
 
 
 def _run_pool(workers, chunks, ctx, consume):
@@ -433,27 +533,37 @@ def _run_dask(address, chunks, ctx, consume):
 
 
 def _write_front(out_dir: Path, obj, ids, mask, with_policy: bool):
+    """pareto.csv (the 4-D front; ``ids``: (config_id, trace_id, policy_id, recipe, weight_bits,
+    act_bits) per row) and pareto.png (points coloured and front points marked by recipe when the
+    sweep spans several)."""
     with atomic_path(out_dir / "pareto.csv") as tmp:
         with tmp.open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["config_id", "trace_id"] + (["policy_id"] if with_policy else [])
-                       + ["accuracy", "service_latency_p95_us", "energy_per_image_uj", "area_proxy"])
+                       + ["accuracy", "service_latency_p95_us", "energy_per_image_uj", "area_proxy"]
+                       + PRECISION_COLUMNS)
             for i in np.nonzero(mask)[0]:
-                w.writerow(list(ids[i][:3] if with_policy else ids[i][:2])
-                           + [-obj[i, 0], obj[i, 1], obj[i, 2], obj[i, 3]])
+                pid = ids[i][2] if ids[i][2] is not None else ""
+                w.writerow(list(ids[i][:2]) + ([pid] if with_policy else [])
+                           + [-obj[i, 0], obj[i, 1], obj[i, 2], obj[i, 3]] + list(ids[i][3:6]))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    recipes = list(dict.fromkeys(x[3] for x in ids))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     if len(obj):
         for ax, (xi, yi, xl, yl) in zip(axes, [(1, 2, "service latency p95 (us)", "energy / image (uJ)"),
                                              (2, 0, "energy / image (uJ)", "accuracy")]):
             y = -obj[:, yi] if yi == 0 else obj[:, yi]
-            ax.scatter(obj[:, xi], y, s=6, c="0.7", label="all")
             m2 = pareto_mask(np.c_[obj[:, xi], -y if yi == 0 else y])
             order = np.argsort(obj[m2, xi])
-            ax.plot(obj[m2, xi][order], y[m2][order], "o-", c="C3", ms=4, label="2-D front")
-            ax.scatter(obj[mask, xi], y[mask], s=14, facecolors="none", edgecolors="C0", label="4-D front")
+            if len(recipes) > 1:
+                _scatter_by_recipe(ax, obj[:, xi], y, mask, [x[3] for x in ids], recipes)
+                ax.plot(obj[m2, xi][order], y[m2][order], ".-", c="0.2", lw=1, ms=4, label="2-D front")
+            else:
+                ax.scatter(obj[:, xi], y, s=6, c="0.7", label="all")
+                ax.plot(obj[m2, xi][order], y[m2][order], "o-", c="C3", ms=4, label="2-D front")
+                ax.scatter(obj[mask, xi], y[mask], s=14, facecolors="none", edgecolors="C0", label="4-D front")
             ax.set_xlabel(xl); ax.set_ylabel(yl); ax.set_xscale("log")
             ax.legend(fontsize=7)
     fig.suptitle("hwsim DSE: Pareto fronts (accuracy x service latency x energy x area)")
@@ -461,3 +571,18 @@ def _write_front(out_dir: Path, obj, ids, mask, with_policy: bool):
     with atomic_path(out_dir / "pareto.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+MARKERS = "osD^vP*Xph<>"
+
+
+def _scatter_by_recipe(ax, x, y, mask, row_recipes, recipes):
+    """Every point in its recipe's colour (faint), the 4-D front in its recipe's colour and marker."""
+    rr = np.array(row_recipes, dtype=object)
+    for k, r in enumerate(recipes):
+        c, m = f"C{k % 10}", MARKERS[k % len(MARKERS)]
+        sel = rr == r
+        ax.scatter(x[sel], y[sel], s=7, c=c, alpha=0.4, marker=m, linewidths=0)
+        front = sel & mask
+        ax.scatter(x[front], y[front], s=22, c=c, marker=m, edgecolors="k", linewidths=0.4,
+                   label=f"{r}: 4-D front ({int(front.sum())} of {int(sel.sum())})")

@@ -18,7 +18,8 @@ A trace is two files (schema version 1):
 ``trace.meta.json`` (beside it: the CSV path with ``.csv`` replaced by ``.meta.json``)
     ``schema_version`` (1), ``depth`` (blocks), ``candidate_layers`` (sorted ints in
     1..depth-1), ``num_classes`` (K, the class embeddings the heads compare against),
-    optional ``geometry`` (an :class:`EncoderGeometry` dict), ``model``, ``policy``,
+    optional ``geometry`` (an :class:`EncoderGeometry` dict), ``model``, ``policy``, ``precision``
+    (the recipe name, e.g. ``w4a8``; the DSE's ``recipe`` column, :func:`hwsim.dse.trace_recipe`),
     ``thresholds`` ({"L": tau} for every candidate layer, tau in [0, 1]), ``weight_bits`` and
     ``act_bits`` (the quantization recipe's widths, integers in 1..64; the accelerator's operand
     widths follow them unless its YAML sets them, :func:`hwsim.config.with_trace_precision`).
@@ -478,6 +479,18 @@ class PolicySet:
     candidate_layers: tuple
     points: list
     source: str = ""
+
+    def thinned(self, n: int | None) -> "PolicySet":
+        """At most ``n`` of the points, evenly spaced along the FLOPs-saving axis (first and last kept; points
+        without a saving keep their file order); ``None`` or ``n >= len(points)``: this set unchanged."""
+        if n is None or n >= len(self.points):
+            return self
+        if n < 1:
+            raise InputError(f"--policy-points: {n}; allowed: an integer >= 1")
+        order = sorted(range(len(self.points)), key=lambda i: (self.points[i].flops_saving is None,
+                                                                self.points[i].flops_saving or 0.0, i))
+        pick = sorted({order[round(k * (len(order) - 1) / max(n - 1, 1))] for k in range(n)})
+        return PolicySet(self.depth, self.candidate_layers, [self.points[i] for i in pick], self.source)
 
 
 def read_policies(path: str | Path) -> PolicySet:

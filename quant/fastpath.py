@@ -14,6 +14,11 @@ modules that perform the *same* float operations in the same order:
 
 The result is identical (``==``) to the Brevitas model (tested); everything else (LayerNorm,
 GELU, residuals, pooling) is the original open_clip code.
+
+Gradients: when an input requires a gradient (something trained upstream of the frozen tower,
+e.g. the AdaViT decision networks of :mod:`quant.masked`), :class:`FakeQuant` passes it straight
+through the rounding and stops it where the clamp is active, as Brevitas does; the forward
+values are the same bits either way.
 """
 from __future__ import annotations
 
@@ -44,12 +49,41 @@ class FakeQuant(nn.Module):
         self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _FakeQuantSTE.apply(x, self)  # same values; straight-through gradient
+        return self.quantize(x)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward values (no autograd): ``clamp(round(x / s), lo, hi) * s``."""
         if self.fused and self.po2 and x.dtype == torch.float32:
             return torch.fake_quantize_per_tensor_affine(x, self.fscale, 0, self.qmin, self.qmax)
         y = x / self.scale  # Brevitas' op order, in place after the first op (same values, fewer allocations)
         y.round_()
         y.clamp_(self.lo, self.hi)
         return y.mul_(self.scale)
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    """:meth:`FakeQuant.quantize` with Brevitas' gradient: straight through the rounding (``RoundSte``),
+    zero where the clamp is active (``TensorClamp``): ``dy/dx = 1[lo <= round(x / s) <= hi]``.
+
+    Used whenever ``x`` requires a gradient (training something upstream of a frozen INT8 tower, e.g.
+    :mod:`quant.masked`); the forward values are :meth:`FakeQuant.quantize`'s, bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fq: "FakeQuant") -> torch.Tensor:
+        y = x / fq.scale  # FakeQuant.quantize's ops, in its order
+        y.round_()
+        ctx.save_for_backward((y >= fq.lo) & (y <= fq.hi))
+        if fq.fused and fq.po2 and x.dtype == torch.float32:
+            return fq.quantize(x)
+        y.clamp_(fq.lo, fq.hi)
+        return y.mul_(fq.scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None
 
 
 def _range(bits: int, signed: bool) -> tuple[int, int]:
@@ -104,6 +138,13 @@ class FastMHA(nn.Module):
         if (key is not None and key is not query) or (value is not None and value is not query):
             raise NotImplementedError("FastMHA: self-attention only")
         x = query.transpose(1, 0) if self.batch_first else query
+        s, v = self.logits(x)
+        o = self.attend(s, v, x.shape)
+        return (o.transpose(1, 0) if self.batch_first else o), None
+
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [L, B, E] (sequence first) -> attention logits s = fq(q / sqrt(hd)) fq(k)^T [B*h, L, L] and
+        v [B*h, L, hd] (not yet quantized)."""
         L, B, E = x.shape
         h = self.num_heads
         hd = E // h
@@ -113,10 +154,17 @@ class FastMHA(nn.Module):
         v = v.contiguous().view(L, B * h, hd).transpose(0, 1)
         q_scaled = self.fq_q(q / math.sqrt(hd))
         k_t = self.fq_k(k.transpose(-2, -1))
-        a = F.softmax(torch.bmm(q_scaled, k_t), dim=-1)
-        o = torch.bmm(self.fq_p(a), self.fq_v(v))
-        o = self.out_proj(o.transpose(0, 1).contiguous().view(L, B, E))
-        return (o.transpose(1, 0) if self.batch_first else o), None
+        return torch.bmm(q_scaled, k_t), v
+
+    def attend(self, s: torch.Tensor, v: torch.Tensor, shape, heads: torch.Tensor | None = None) -> torch.Tensor:
+        """softmax(s), P·V on the quantized operands, ``out_proj``: [L, B, E] (``shape``, sequence first).
+        ``heads`` [B, h] (optional): each head's P·V scaled by it before ``out_proj`` (AdaViT's head keep)."""
+        L, B, E = shape
+        a = F.softmax(s, dim=-1)
+        o = torch.bmm(self.fq_p(a), self.fq_v(v))  # [B*h, L, hd]
+        if heads is not None:
+            o = o * heads.reshape(B * self.num_heads, 1, 1).to(o.dtype)
+        return self.out_proj(o.transpose(0, 1).contiguous().view(L, B, E))
 
 
 @torch.no_grad()

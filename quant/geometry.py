@@ -123,10 +123,27 @@ class ExitHeadGeometry:
     hidden: int
     embed_dim: int
 
+    def __post_init__(self) -> None:
+        for name in ("width", "hidden", "embed_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"exit head {name} = {getattr(self, name)} must be >= 1")
+
+    @classmethod
+    def lraee(cls, width: int, embed_dim: int) -> "ExitHeadGeometry":
+        """The LRA-EE head on tokens of width d: d -> d -> embed_dim (hidden = d, paper Eq. 3)."""
+        return cls(width=int(width), hidden=int(width), embed_dim=int(embed_dim))
+
     @classmethod
     def of(cls, geometry: EncoderGeometry) -> "ExitHeadGeometry":
         """The LRA-EE head of an encoder: d -> d -> embed_dim."""
-        return cls(width=geometry.width, hidden=geometry.width, embed_dim=geometry.embed_dim)
+        return cls.lraee(geometry.width, geometry.embed_dim)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every head parameter, torch layout (weights [out, in]): the one statement of them that
+        the trained heads allocate and the fixed-point unit and the HLS head block check."""
+        d, h, e = self.width, self.hidden, self.embed_dim
+        return {"ln.weight": (d,), "ln.bias": (d,), "fc1.weight": (h, d), "fc1.bias": (h,),
+                "fc2.weight": (e, h), "fc2.bias": (e,)}
 
     @property
     def mlp_macs(self) -> int:

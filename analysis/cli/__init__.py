@@ -81,14 +81,15 @@ def _strict_paths(parser: argparse.ArgumentParser) -> None:
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
-    from analysis.cli import (cmd_calibrate, cmd_eval, cmd_exit_report, cmd_export, cmd_features, cmd_hls,
-                              cmd_info, cmd_profile, cmd_rtl, cmd_run, cmd_thresholds, cmd_train_exits,
-                              cmd_train_tiny, cmd_validate_exits)
+    from analysis.cli import (cmd_adavit, cmd_calibrate, cmd_eval, cmd_exit_report, cmd_export, cmd_features, cmd_hls,
+                              cmd_info, cmd_profile, cmd_rtl, cmd_run, cmd_sweep_precision, cmd_thresholds,
+                              cmd_train_exits, cmd_train_tiny, cmd_validate_exits)
     from hwsim import cli as hwsim_cli
 
     return [cmd_run.register, cmd_info.register, cmd_eval.register, cmd_features.register, cmd_calibrate.register,
             cmd_profile.register, cmd_export.register, cmd_train_tiny.register, cmd_train_exits.register,
-            cmd_thresholds.register, cmd_exit_report.register, cmd_validate_exits.register, cmd_hls.register,
+            cmd_thresholds.register, cmd_exit_report.register, cmd_adavit.register, cmd_sweep_precision.register,
+            cmd_validate_exits.register, cmd_hls.register,
             cmd_rtl.register, *hwsim_cli.REGISTRARS]
 
 

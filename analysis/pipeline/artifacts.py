@@ -81,6 +81,24 @@ class RunFiles:
     def trace_plot(self, name: str) -> Path:
         return self.stage("trace") / name
 
+    # the precision x exit sweep (one folder per recipe it ran itself; the main recipe's are the run's own)
+    @property
+    def sweep(self) -> Path:
+        return self.stage("sweep")
+
+    @property
+    def sweep_json(self) -> Path:
+        return self.sweep / "sweep.json"
+
+    @property
+    def sweep_files(self) -> list[Path]:
+        return [self.sweep / n for n in ("sweep.json", "sweep.csv", "sweep.png")]
+
+    # the AdaViT baseline at LRA-EE's saving
+    @property
+    def adavit_json(self) -> Path:
+        return self.stage("adavit") / "adavit.json"
+
     # fixed point, HLS, RTL
     @property
     def validate_json(self) -> Path:

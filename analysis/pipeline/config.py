@@ -11,8 +11,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from common.errors import InputError
-from analysis.settings import (DataCfg, ExitsCfg, FixedPointCfg, HlsCfg, HwsimCfg, ModelCfg,  # noqa: F401
-                               PrecisionCfg, RuntimeCfg, ThresholdsCfg, _Section)
+from analysis.settings import (AdaViTCfg, DataCfg, ExitsCfg, FixedPointCfg, HlsCfg, HwsimCfg,  # noqa: F401
+                               ModelCfg, PrecisionCfg, RuntimeCfg, ThresholdsCfg, _Section)
 
 
 class RunConfig(_Section):
@@ -22,6 +22,7 @@ class RunConfig(_Section):
     runtime: RuntimeCfg = Field(default_factory=RuntimeCfg)
     exits: ExitsCfg = Field(default_factory=ExitsCfg)
     thresholds: ThresholdsCfg = Field(default_factory=ThresholdsCfg)
+    adavit: AdaViTCfg = Field(default_factory=AdaViTCfg)
     fixedpoint: FixedPointCfg = Field(default_factory=FixedPointCfg)
     hls: HlsCfg = Field(default_factory=HlsCfg)
     hwsim: HwsimCfg = Field(default_factory=HwsimCfg)

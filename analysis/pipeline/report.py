@@ -56,6 +56,13 @@ class Section:
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file name in report/, caption)
 
 
+def add_figure(section: Section, copies: list, src: Path, name: str, caption: str) -> None:
+    """Show ``src`` (copied into report/ as ``name``) in ``section`` when the stage wrote it."""
+    if Path(src).is_file():
+        copies.append((Path(src), name))
+        section.figures.append((name, caption))
+
+
 def pct(x, digits=2) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}"
 
@@ -83,8 +90,12 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
     hls = _load(f.hls_report)
     rtl = _load(f.rtl_report)
     sim = _load(f.sim_summary)
+    sweep = _load(f.sweep_json)
+    adavit = _load(f.adavit_json)
     copies: list[tuple[Path, str]] = []
     secs: list[Section] = []
+    if sweep:
+        secs.append(findings_section(sweep))
 
     if res:
         made = (f"ours: {res['model']} {res['precision']}, eval {res['data']['eval']} (n={res['n_eval']}), "
@@ -104,8 +115,7 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
                            f"{b['act_absmax']:.4g}"])
         t.note = "Paper (ViT-B/32 dynamic INT8): ratio below 10% in shallow blocks, 52% at block 11."
         s.tables.append(t)
-        copies.append((f.profile_png, "profile.png"))
-        s.figures.append(("profile.png", "QIRC profile"))
+        add_figure(s, copies, f.profile_png, "profile.png", "QIRC profile")
         secs.append(s)
 
     if res:
@@ -116,14 +126,22 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
         t1.rows.append(["INT8 full depth", "0.00", pct(res["int8_top1"]), "0.00", *PAPER_TABLE1["INT8 full depth"]])
         t1.rows.append(["LRA-EE (ours)", pm(lr["flops_saving"]), pm(lr["top1"]), pm(
             {k: v / 100 for k, v in lr["delta_top1_pp"].items() if k != "values"}), *PAPER_TABLE1["LRA-EE (ours)"]])
+        for row in smoothquant_rows(sweep):
+            t1.rows.append(row)
         t1.note = (f"FLOPs saving with the exit heads' own compute: {pm(lr['flops_saving_with_heads'])} %. "
-                   "Mean ± std over seeds (head init and shuffling, gating-split sample).")
+                   "Mean ± std over seeds (head init and shuffling, gating-split sample)."
+                   + (" SmoothQuant rows: that recipe's own calibration, policy and eval trace (precision sweep, "
+                      "same budget and seeds)." if smoothquant_rows(sweep) else ""))
         t2 = Table("Baselines (paper Table 2)", made,
                    ["method", "FLOPs saving % (ours)", "top-1 % (ours)", f"FLOPs saving % ({PAPER})",
                     f"top-1 % ({PAPER})"])
         for b in res["baselines"]:
             t2.rows.append([b["method"], pm(b["flops_saving"]), pm(b["top1"]), *(paper_row(b["method"]) or ("—", "—"))])
-        t2.rows.append(["AdaViT", "not run", "not run", "13.50", "59.84"])
+        t2.rows.append(adavit_row(adavit))
+        if adavit:
+            t2.note = (f"AdaViT: decision networks trained with Gumbel-softmax toward LRA-EE's saving "
+                       f"({pct(adavit['target_saving'])} %), INT8 backbone frozen, {len(adavit['per_seed'])} seeds "
+                       f"(adavit/adavit.json).")
         st = Table("Static truncation (SSA head at block L for every sample)", made,
                    ["block", "FLOPs saving %", "top-1 %"])
         for r in res["static_truncation"]:
@@ -160,9 +178,8 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
                             pct(v)])
         te.note = "Paper: L8 10.1 %, L10 25.3 %, L11 32.1 %, full depth 32.5 % (candidates {8, 10, 11})."
         sec = Section("Anatomy of the rescue effect", tables=[t4, ts, te])
-        for name, cap in (("exit_distribution.png", "Per-layer exit distribution"),):
-            copies.append((f.trace_plot(name), name))
-            sec.figures.append((name, cap))
+        add_figure(sec, copies, f.trace_plot("exit_distribution.png"), "exit_distribution.png",
+                   "Per-layer exit distribution")
         secs.append(sec)
 
         tc = Table("CLS vs SSA head accuracy per block (paper Sec. 6.2)", made,
@@ -173,10 +190,11 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
         sec = Section("Heads and gates", tables=[tc])
         for name, cap in (("cls_vs_ssa.png", "CLS vs SSA per block"),
                           ("pareto.png", "Heuristic vs learned gate: Pareto fronts (paper Fig. 3)")):
-            copies.append((f.trace_plot(name), name))
-            sec.figures.append((name, cap))
+            add_figure(sec, copies, f.trace_plot(name), name, cap)
         secs.append(sec)
 
+    if sweep:
+        secs.append(sweep_section(sweep, out, copies))
     if val:
         secs.append(fixedpoint_section(val, out, copies))
     if hls:
@@ -186,6 +204,69 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
     if sim:
         secs.append(hwsim_section(sim, out, copies))
     return secs, copies
+
+
+def findings_section(sweep: dict) -> Section:
+    """One measured sentence per recipe of the precision sweep (analysis/precision_sweep.py)."""
+    s = Section("Findings: where early exit pays",
+                f"Precision sweep on {sweep.get('model')}, {sweep.get('data')}: per recipe its own calibration, "
+                f"exit policy ({sweep.get('seeds')} seeds, budget {sweep.get('budget')}) and eval trace.")
+    s.text += " " + " ".join(sweep.get("findings", []))
+    return s
+
+
+def smoothquant_rows(sweep: dict | None) -> list[list[str]]:
+    """Table 1 rows of the sweep's SmoothQuant recipes: full depth and LRA-EE + SmoothQuant."""
+    out = []
+    for r in (sweep or {}).get("rows", []):
+        if r.get("smoothquant_alpha") is None:
+            continue
+        m = r["methods"]
+        out.append([f"SmoothQuant full depth ({r['recipe']})", "0.00", pm(m["INT8 full depth"]["top1"]), "—",
+                    "—", "—"])
+        d = r["lra_ee_delta_pp"]
+        out.append([f"LRA-EE + SmoothQuant ({r['recipe']})", pm(m["LRA-EE"]["flops_saving"]), pm(m["LRA-EE"]["top1"]),
+                    f"{d['mean']:.2f} ± {d['std']:.2f}", "13.4", "62.41"])
+    return out
+
+
+def adavit_row(adavit: dict | None) -> list[str]:
+    """Table 2's AdaViT row from adavit.json (stage adavit), the paper's beside it."""
+    paper = paper_row("AdaViT") or ("—", "—")
+    if not adavit:
+        return ["AdaViT", "not run (adavit.enabled: false)", "—", *paper]
+    return ["AdaViT (matched FLOPs)", pm(adavit["flops_saving"]), pm(adavit["top1"]), *paper]
+
+
+def sweep_section(sweep: dict, out: Path, copies: list) -> Section:
+    """The precision x exit sweep table and figure."""
+    s = Section("Precision sweep: where early exit pays",
+                "Top-1 % per recipe (mean ± std over seeds). LRA-EE, CLS-EE and the confidence-only heuristic "
+                "at the same FLOPs budget (LCT on the gating split); PABEE at the patience whose saving is nearest "
+                "LRA-EE's; rescue/loss: LRA-EE vs full depth (mean over seeds); noise ratio at the deepest candidate "
+                "(QIRC, calibration images).")
+    t = Table("Precision x exit sweep", f"ours: {sweep.get('model')}, {sweep.get('data')}, budget {sweep.get('budget')}",
+              ["recipe", "W/A bits", "FP32", "INT8 full depth", "SSA-Last", "LRA-EE", "LRA-EE saving %",
+               "Δ vs full (pp)", "CLS-EE", "confidence-only", "PABEE", "rescue / loss", "noise ratio %"])
+    for r in sweep["rows"]:
+        m = r["methods"]
+
+        def top(name):
+            return pm(m[name]["top1"]) if m.get(name) else "—"
+
+        d = r["lra_ee_delta_pp"]
+        pab = m.get("PABEE")
+        t.rows.append([r["recipe"], f"{r.get('weight_bits')}/{r.get('act_bits')}", top("FP32 full depth"),
+                       top("INT8 full depth"), top("SSA-Last"), top("LRA-EE"), pm(m["LRA-EE"]["flops_saving"]),
+                       f"{d['mean']:+.2f} ± {d['std']:.2f}", top("CLS-EE"), top("Confidence-only"),
+                       "—" if pab is None else f"{pm(pab['top1'])} (p={pab['patience']}, "
+                                               f"{pct(pab['flops_saving']['mean'], 1)} %)",
+                       f"{r['rescue']['mean']:.0f} / {r['loss']['mean']:.0f}",
+                       "—" if r.get("noise") is None else f"{100 * r['noise']['ratio']:.0f} (block {r['noise']['block']})"])
+    s.tables.append(t)
+    add_figure(s, copies, RunFiles(out).sweep / "sweep.png", "sweep.png",
+               "top-1 against activation bits; rescue and loss counts")
+    return s
 
 
 def fixedpoint_section(val: dict, out: Path, copies: list) -> Section:
@@ -212,8 +293,7 @@ def fixedpoint_section(val: dict, out: Path, copies: list) -> Section:
         tw.rows += [[k, v] for k, v in fmts.items()]
         s.tables.append(tw)
     for p in RunFiles(out).fixedpoint_plots():
-        copies.append((p, f"fixedpoint_{p.name}"))
-        s.figures.append((f"fixedpoint_{p.name}", p.stem.replace("_", " ")))
+        add_figure(s, copies, p, f"fixedpoint_{p.name}", p.stem.replace("_", " "))
     return s
 
 
@@ -332,19 +412,25 @@ def hwsim_section(sim: dict, out: Path, copies: list) -> Section:
         with front.open() as fh:
             rows = list(csv.DictReader(fh))
         if rows:
-            cols = [c for c in ("config_id", "policy_id", "array.rows", "array.cols", "array.dataflow",
-                                "accuracy", "service_latency_p95_us", "energy_per_image_uj", "area") if c in rows[0]]
+            cols = [c for c in ("config_id", "recipe", "weight_bits", "act_bits", "policy_id", "array.rows",
+                                "array.cols", "array.dataflow", "accuracy", "service_latency_p95_us",
+                                "energy_per_image_uj", "area_proxy") if c in rows[0]]
             td = Table("DSE Pareto front (accuracy x service latency x energy x area)", made.split(";")[0] +
                        f"; {len(rows)} Pareto points of the sweep", cols)
             for r in rows[:20]:
                 td.rows.append([r[c] for c in cols])
+            notes = []
+            dse = _load(RunFiles(out).dse / "dse.json") or {}
+            prec = dse.get("precisions") or {}
+            if len(prec) > 1:
+                notes.append(f"{dse.get('evaluations')} evaluations over the traces of {len(prec)} recipes, each "
+                             "re-thresholded with its own policy's Pareto sets; front points per recipe: " +
+                             ", ".join(f"{k} {v['pareto_points']}" for k, v in prec.items()))
             if len(rows) > 20:
-                td.note = f"first 20 of {len(rows)} rows; all in hwsim/dse/pareto.csv"
+                notes.append(f"first 20 of {len(rows)} rows; all in hwsim/dse/pareto.csv")
+            td.note = "; ".join(notes)
             s.tables.append(td)
-    png = RunFiles(out).dse / "pareto.png"
-    if png.is_file():
-        copies.append((png, "dse_pareto.png"))
-        s.figures.append(("dse_pareto.png", "DSE Pareto front"))
+    add_figure(s, copies, RunFiles(out).dse / "pareto.png", "dse_pareto.png", "DSE Pareto front")
     return s
 
 

@@ -8,8 +8,11 @@ model           the encoder: shipped tiny weights (retrained with ``train-tiny``
 calibration     static INT8 recipe calibrated on the calibration split [calibration/]
 profile         QIRC profile vs FP32 (INR for candidate pruning) [profile/]
 features        feature cache of the train, gating and eval splits, INT8 and FP32 [features/]
-exits           heads, gates (every seed), candidate layers, LCT thresholds, Pareto set [policy/]
-trace           eval-split evaluation: per-sample trace, results.json, plots [exits/]
+exits           heads, gates (every seed), candidate layers, LCT thresholds, Pareto set [exits/]
+trace           eval-split evaluation: per-sample trace, results.json, plots [trace/]
+sweep           precision x exit sweep: per recipe of ``precision.sweep`` its calibration, profile,
+                policy and trace (the run's own recipe reused); sweep.json/csv/png [sweep/]
+adavit          AdaViT baseline at LRA-EE's FLOPs saving, INT8 backbone frozen [adavit/]
 fixedpoint      bit-width search and fixed-point vs float validation [fixedpoint/]
 rtl             open RTL of the exit blocks: Verilator bit-exact check, Yosys counts [rtl/]
                 (skipped with a note, and a small rtl_report.json, without verilator / yosys)
@@ -45,8 +48,8 @@ from analysis.pipeline.artifacts import RunFiles
 from analysis.pipeline.config import RunConfig
 
 STATE_DIR = ".lraee-run"
-STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "rtl", "hls", "hwsim",
-          "report")
+STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "sweep", "adavit", "fixedpoint", "rtl",
+          "hls", "hwsim", "report")
 PIPELINE_VERSION = 2
 
 

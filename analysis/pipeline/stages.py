@@ -4,6 +4,7 @@ workflow functions (:mod:`analysis.workflows`) with the run config's sections; f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -100,6 +101,35 @@ def run_trace(ctx: Context) -> list[str]:
     return _rel(ctx, f.results_json, f.trace_csv, f.trace_meta, *(f.trace_plot(n) for n in f.TRACE_PLOTS))
 
 
+def run_sweep(ctx: Context) -> list[str]:
+    """The precision x exit sweep (``precision.sweep``): every recipe but the run's own gets its calibration,
+    profile, policy and eval trace under sweep/<recipe>/; the run's own recipe reuses the main stages' files."""
+    cfg, f = ctx.cfg, ctx.files
+    if not cfg.precision.sweep:
+        ctx.log("sweep: off (precision.sweep is empty)")
+        return []
+    from quant.recipes import parse_precision
+
+    main = parse_precision(cfg.precision.recipe, cfg.precision.scales).name
+    reuse = {main: {"results": f.results_json, "profile": f.profile_json, "trace": f.trace_csv,
+                    "pareto": f.pareto_json}}
+    wf.precision_sweep(ctx.session, cfg.model, cfg.precision, cfg.data, cfg.exits, cfg.thresholds,
+                       cfg.precision.sweep, f.sweep, reuse=reuse)
+    files = [p for p in sorted(f.sweep.rglob("*")) if p.is_file() and p.suffix in (".json", ".csv", ".png")]
+    return _rel(ctx, *files)
+
+
+def run_adavit(ctx: Context) -> list[str]:
+    """The AdaViT baseline at LRA-EE's measured FLOPs saving (the trace stage's results), on the policy's frozen
+    INT8 backbone; off with ``adavit.enabled: false``."""
+    f = ctx.files
+    if not ctx.cfg.adavit.enabled:
+        ctx.log("adavit: off (adavit.enabled is false)")
+        return []
+    wf.adavit(ctx.session, f.policy, ctx.dir("adavit"), ctx.cfg.adavit, results_json=f.results_json)
+    return _rel(ctx, f.adavit_json)
+
+
 def run_fixedpoint(ctx: Context) -> list[str]:
     f = ctx.files
     wf.validate_exits(ctx.session, f.policy, ctx.dir("fixedpoint"), ctx.cfg.fixedpoint)
@@ -173,8 +203,10 @@ def run_hwsim(ctx: Context) -> list[str]:
     atomic.write_text(space_path, yaml.safe_dump(space, sort_keys=False))
     f = ctx.files
     wf.simulate(f.trace_csv, f.sim, arch_path, log=ctx.log)
-    wf.dse(space_path, f.trace_csv, f.dse, policies=f.pareto_json, max_configs=cfg.hwsim.max_configs,
-           workers=cfg.runtime.dse_workers or default_dse_workers(), progress=ctx.progress, log=ctx.log)
+    traces, pareto = dse_traces(ctx)
+    wf.dse(space_path, traces, f.dse, policies=pareto, max_configs=cfg.hwsim.max_configs,
+           workers=cfg.runtime.dse_workers or default_dse_workers(), progress=ctx.progress, log=ctx.log,
+           policy_points=cfg.hwsim.policy_points)
     # static / regroup / stream / pipelined (equal PEs) side by side, service latency at a stated load
     from hwsim.compare import variants
 
@@ -188,14 +220,34 @@ def run_hwsim(ctx: Context) -> list[str]:
     return _rel(ctx, *files)
 
 
+def dse_traces(ctx: Context) -> tuple[list[Path], list[Path]]:
+    """The DSE's traces and their Pareto files: the run's own, then every other recipe of the sweep (one front
+    across precisions)."""
+    f = ctx.files
+    traces, pareto = [f.trace_csv], [f.pareto_json]
+    if ctx.cfg.precision.sweep and f.sweep_json.is_file():
+        for row in json.loads(f.sweep_json.read_text())["rows"]:
+            t, p = (f.sweep / row["files"]["trace"]).resolve(), (f.sweep / row["files"]["pareto"]).resolve()
+            if t != f.trace_csv.resolve():
+                traces.append(Path(os.path.relpath(t)))
+                pareto.append(Path(os.path.relpath(p)))
+    return traces, pareto
+
+
 def run_report(ctx: Context) -> list[str]:
     from analysis.pipeline.report import write_report
 
     return _rel(ctx, *write_report(ctx))
 
 
+def _dump(cfg: RunConfig, section: str) -> dict:
+    """A section as a stage key reads it (``precision.sweep`` keys the sweep stage only, not the backbone's)."""
+    sec = getattr(cfg, section)
+    return sec.backbone_dump() if section == "precision" else sec.model_dump()
+
+
 def _s(*sections):
-    return lambda cfg: {s: getattr(cfg, s).model_dump() for s in sections}
+    return lambda cfg: {s: _dump(cfg, s) for s in sections}
 
 
 STAGE_LIST = [
@@ -208,13 +260,21 @@ STAGE_LIST = [
     Stage("exits", ("profile", "features"), _s("exits", "thresholds"), run_exits,
           "exit heads, gates, candidate layers, LCT thresholds (every seed)"),
     Stage("trace", ("exits",), lambda cfg: {}, run_trace, "eval split: exit trace, baselines, analyses"),
+    Stage("sweep", ("profile", "features", "trace"),
+          lambda cfg: {"sweep": cfg.precision.sweep, **_s("model", "precision", "data", "runtime", "exits",
+                                                             "thresholds")(cfg)},
+          run_sweep, "precision x exit sweep: calibration, profile, policy and trace per recipe"),
+    Stage("adavit", ("exits", "trace"), _s("adavit", "runtime"), run_adavit,
+          "AdaViT baseline at LRA-EE's FLOPs saving (Gumbel-softmax decision networks, INT8 backbone frozen)"),
     Stage("fixedpoint", ("exits",), _s("fixedpoint"), run_fixedpoint,
           "fixed-point exit unit: width search and validation against the float policy"),
     Stage("rtl", ("fixedpoint",), lambda cfg: {**_s("hls")(cfg), "tools": rtl_tools()}, run_rtl,
           "open RTL of the exit blocks: Verilator bit-exact check, Yosys synth_xilinx counts"),
     Stage("hls", ("fixedpoint", "rtl"), _s("hls"), run_hls,
           "hls4ml exit blocks, C-simulation, resource estimates beside the Yosys counts"),
-    Stage("hwsim", ("trace", "hls"), _s("hwsim"), run_hwsim, "systolic-array replay and DSE sweep"),
-    Stage("report", ("profile", "trace", "fixedpoint", "hls", "rtl", "hwsim"), lambda cfg: {}, run_report,
+    Stage("hwsim", ("trace", "hls", "sweep"), lambda cfg: {**_s("hwsim")(cfg), "sweep": cfg.precision.sweep},
+          run_hwsim, "systolic-array replay and DSE sweep (one front across the sweep's precisions)"),
+    Stage("report", ("profile", "trace", "sweep", "adavit", "fixedpoint", "hls", "rtl", "hwsim"), lambda cfg: {},
+          run_report,
           "report.html and report.md"),
 ]

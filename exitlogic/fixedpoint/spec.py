@@ -34,6 +34,7 @@ from pathlib import Path
 
 from common.atomic import write_json
 from common.errors import InputError
+from quant.geometry import ExitHeadGeometry
 
 from .fixed import Fmt, FormatError, WidthError, quantize
 
@@ -156,6 +157,12 @@ class FixedPointSpec:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     policy_sha256: str | None = None
     source: str | None = field(default=None, compare=False)
+
+    @property
+    def head(self) -> ExitHeadGeometry:
+        """The exit head this unit runs (LRA-EE: d -> d -> e); the unit and the HLS head block check the
+        parameters against its shapes."""
+        return ExitHeadGeometry.lraee(self.d, self.e)
 
     # ---- naming -----------------------------------------------------------------------
     @property

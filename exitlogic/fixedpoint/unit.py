@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from common.errors import InputError
+from quant.geometry import ExitHeadGeometry
 
 from . import stages as st
 from .fixed import WidthError, quantize, to_float
@@ -98,10 +99,8 @@ def _check_sums(q: TapSums, n_tokens: int, d: int) -> TapSums:
     return TapSums(np.asarray(q.s1, np.int64), np.asarray(q.s2, np.int64), q.n_tokens)
 
 
-def _check_params(params_per_layer: dict, d: int, e: int) -> None:
-    shapes = {"ln.weight": (d,), "ln.bias": (d,), "fc1.weight": (d, d), "fc1.bias": (d,),
-              "fc2.weight": (e, d), "fc2.bias": (e,), "gate.w": (3,), "gate.b": (1,),
-              "gate.mu": (3,), "gate.sigma": (3,)}
+def _check_params(params_per_layer: dict, head: ExitHeadGeometry) -> None:
+    shapes = {**head.param_shapes(), "gate.w": (3,), "gate.b": (1,), "gate.mu": (3,), "gate.sigma": (3,)}
     for layer, p in params_per_layer.items():
         for key, shp in shapes.items():
             if key not in p:
@@ -137,7 +136,7 @@ class ExitUnit:
         if t.shape != (spec.k, spec.e):
             raise InputError(f"text_embeddings shape {list(t.shape)} does not match the spec's "
                              f"[k, e] = [{spec.k}, {spec.e}]")
-        _check_params(params_per_layer, spec.d, spec.e)
+        _check_params(params_per_layer, spec.head)
         self.logit_scale = float(logit_scale)
         self.text = t
         self.params = params_per_layer

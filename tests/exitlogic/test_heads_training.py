@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from exitlogic.heads import HeadTrainConfig, StackedHeads, _Adam, train_heads
+from quant.geometry import ExitHeadGeometry
 
 
 def _reference(sources, groups, labels, text, logit_scale, layers, cfg, seed, teacher):
@@ -21,7 +22,7 @@ def _reference(sources, groups, labels, text, logit_scale, layers, cfg, seed, te
     n, D, d = sources[groups[0][0]].shape
     G = len(groups)
     torch.manual_seed(seed)
-    heads = StackedHeads(list(range(G * D)), d, text.shape[1], seed=seed)
+    heads = StackedHeads(list(range(G * D)), ExitHeadGeometry.lraee(d, text.shape[1]), seed=seed)
     opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     Y = torch.from_numpy(np.asarray(labels, np.int64))
     T = F.normalize(torch.from_numpy(np.asarray(text, np.float32)), dim=-1)
@@ -63,7 +64,7 @@ def test_train_heads_equals_the_plain_loop(weight_decay):
         assert a.layers == b.layers == [1, 2, 3]
         for (k, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
             assert p.is_contiguous() and torch.equal(p, q), k
-        assert not torch.equal(a.fc1_weight, StackedHeads([1, 2, 3], d, e, seed=4).fc1_weight)  # it trained
+        assert not torch.equal(a.fc1_weight, StackedHeads([1, 2, 3], ExitHeadGeometry.lraee(d, e), seed=4).fc1_weight)  # it trained
 
 
 def test_adam_buffer_equals_torch_adam():
@@ -83,10 +84,31 @@ def test_adam_buffer_equals_torch_adam():
 
 
 def test_stacked_heads_init_and_select():
-    h = StackedHeads([1, 2, 3, 4], 8, 6, seed=9)
+    h = StackedHeads([1, 2, 3, 4], ExitHeadGeometry.lraee(8, 6), seed=9)
     g = torch.Generator().manual_seed(9)
     w = (torch.rand((4, 8, 8), generator=g) * 2 - 1) * (1.0 / math.sqrt(8))  # nn.Linear's default, seeded
     assert torch.equal(h.fc1_weight, w)
     for rows in ([1, 2], [3, 0]):
         s = h.select(rows, [7, 8])
         assert s.layers == [7, 8] and torch.equal(s.fc2_weight, h.fc2_weight[rows])
+
+
+def test_heads_take_their_shapes_from_the_exit_head_geometry():
+    """The trained heads allocate what ExitHeadGeometry.param_shapes states (hidden != d here), train with it,
+    refuse inputs that do not fit it, and round-trip it through their tensors."""
+    odd = ExitHeadGeometry(width=8, hidden=5, embed_dim=6)
+    h = StackedHeads([1, 2], odd, seed=0)
+    got = {k.replace("_", ".", 1).replace("weight", "weight").replace("bias", "bias"): tuple(p.shape[1:])
+           for k, p in h.named_parameters()}
+    assert got == odd.param_shapes()
+    assert StackedHeads.from_tensors(h.tensors("x"), "x", [1, 2]).head == odd
+    rng = np.random.default_rng(1)
+    n, K = 20, 4
+    src = {"ssa_mean": rng.standard_normal((n, 2, 8)).astype(np.float32)}
+    cfg = HeadTrainConfig(epochs=1, batch_size=8)
+    trained = train_heads(src, [("ssa_mean", "hard")], rng.integers(0, K, n), rng.standard_normal((K, 6)), 10.0,
+                          [1, 2], cfg, seed=0, progress=False, head=odd)
+    assert trained[0].head == odd and tuple(trained[0].fc1_weight.shape) == (2, 5, 8)
+    with pytest.raises(ValueError, match="do not fit the exit head"):
+        train_heads(src, [("ssa_mean", "hard")], rng.integers(0, K, n), rng.standard_normal((K, 7)), 10.0,
+                    [1, 2], cfg, seed=0, progress=False, head=odd)

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 SMALL = {"data": {"train_n": 300, "gating_n": 200, "eval_n": 200, "profile_n": 32},
-         "precision": {"calib_n": 32}, "exits": {"seeds": 2, "epochs": 2}, "hls": {"vectors": 50}}
+         "precision": {"calib_n": 32, "sweep": ["w8a8", "w8a4"]}, "adavit": {"train_n": 64, "epochs": 1},
+         "exits": {"seeds": 2, "epochs": 2}, "hls": {"vectors": 50}}
 
 
 def _config(tmp: Path, cache: Path) -> Path:
@@ -82,9 +83,19 @@ def test_full_run_report_and_skip(reference_run):
     root, cfg, out, stdout = reference_run
     html = (out / "report" / "report.html").read_text()
     for section in ("QIRC profile", "Main results", "Baselines", "Factorial ablation", "Four-quadrant",
-                    "CLS vs SSA", "Fixed-point", "HLS", "Hardware simulation", "DSE Pareto front"):
+                    "CLS vs SSA", "Fixed-point", "HLS", "Hardware simulation", "DSE Pareto front",
+                    "Findings: where early exit pays", "Precision x exit sweep", "AdaViT (matched FLOPs)"):
         assert section in html, section
     assert "paper (ViT-B/32, ImageNet-1K)" in html
+    sweep = json.loads((out / "sweep" / "sweep.json").read_text())
+    assert sweep["recipes"] == ["w8a8", "w8a4"] and len(sweep["findings"]) == 2
+    assert sweep["rows"][0]["files"]["results"] == "../trace/results.json"  # the run's own recipe, reused
+    assert (out / "sweep" / "w8a4" / "trace" / "trace.csv").is_file() and not (out / "sweep" / "w8a8").exists()
+    dse = json.loads((out / "hwsim" / "dse" / "dse.json").read_text())
+    assert set(dse["precisions"]) == {"w8a8", "w8a4"}  # one front over the traces of both recipes
+    ada = json.loads((out / "adavit" / "adavit.json").read_text())
+    res = json.loads((out / "trace" / "results.json").read_text())
+    assert ada["target_saving"] == res["lra_ee"]["flops_saving"]["mean"] and len(ada["per_seed"]) == 2
     timings = json.loads((out / "timings.json").read_text())
     assert all(s["status"] == "ran" for s in timings["stages"].values())
     before = _results(out)
@@ -146,9 +157,10 @@ def test_real_path_with_random_vitb32_and_image_folders(tmp_path, vitb32_random)
     cfg.write_text(yaml.safe_dump({
         "data": {"train_source": f"folder:{folders['train']}", "gating_source": f"folder:{folders['gating']}",
                  "train_n": 12, "profile_n": 4, "templates": "simple"},
-        "precision": {"calib_n": 4},
+        "precision": {"calib_n": 4, "sweep": ["w8a8"]},  # the run's own recipe: the sweep reuses its files
         "runtime": {"cache_dir": str(tmp_path / "cache"), "batch_size": 8},
         "exits": {"seeds": 1, "epochs": 1, "exit_layers": "11", "head_batch_size": 8},
+        "adavit": {"train_n": 8, "epochs": 1},
         "hls": {"vectors": 4},
     }))
     out = tmp_path / "out"

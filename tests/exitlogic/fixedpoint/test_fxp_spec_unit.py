@@ -184,3 +184,18 @@ def test_package_never_imports_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok (20,)", r.stderr
+
+
+def test_unit_checks_parameters_against_the_exit_head_geometry(world, generous):
+    """The unit's parameter shapes are the spec's ExitHeadGeometry (d -> d -> e), the heads' and hwsim's."""
+    from quant.geometry import ExitHeadGeometry
+
+    assert generous.head == ExitHeadGeometry.lraee(generous.d, generous.e)
+    shapes = generous.head.param_shapes()
+    assert shapes["fc1.weight"] == (generous.d, generous.d) and shapes["fc2.weight"] == (generous.e, generous.d)
+    layer = next(iter(world["params"]))
+    bad = {L: dict(p) for L, p in world["params"].items()}
+    bad[layer]["fc2.weight"] = np.zeros((generous.e, generous.d + 1), np.float32)
+    with pytest.raises(InputError, match=rf"layer {layer}: parameter 'fc2.weight' has shape \[{generous.e}, "
+                                         rf"{generous.d + 1}\], expected \[{generous.e}, {generous.d}\]"):
+        ExitUnit(generous, bad, world["text"], world["logit_scale"])
