@@ -157,7 +157,8 @@ def findings(rows: list[dict]) -> list[str]:
 
 
 def plot_sweep(rows: list[dict], path, title: str) -> None:
-    """Top-1 against activation bits per method (left; SmoothQuant recipes hollow markers at their bits), and
+    """Top-1 against activation bits per method, one line style per weight width (left; SmoothQuant recipes
+    hollow markers at their bits), and
     LRA-EE's rescue/loss counts with the noise ratio at the deepest candidate per recipe (right)."""
     import matplotlib
 
@@ -169,17 +170,23 @@ def plot_sweep(rows: list[dict], path, title: str) -> None:
               "CLS-EE": "tab:gray", "Confidence-only": "tab:orange", "PABEE": "tab:purple"}
     plain = sorted([r for r in rows if r.get("smoothquant_alpha") is None], key=lambda r: -(r.get("act_bits") or 0))
     sq = [r for r in rows if r.get("smoothquant_alpha") is not None]
+    wbits = sorted({r.get("weight_bits") for r in plain if r.get("weight_bits") is not None}, reverse=True)
+    styles = ("-", "--", ":", "-.")
     for name, c in colors.items():
-        pts = [(r.get("act_bits"), r["methods"].get(name)) for r in plain]
-        pts = [(a, v) for a, v in pts if a is not None and v is not None]
-        if pts:
-            ax.errorbar([a for a, _ in pts], [100 * v["top1"]["mean"] for _, v in pts],
-                        yerr=[100 * v["top1"]["std"] for _, v in pts], fmt="o-", color=c, ms=4, lw=1.2, capsize=2,
-                        label=name)
+        for k, w in enumerate(wbits):  # one line per weight width, against the activation bits
+            pts = [(r.get("act_bits"), r["methods"].get(name)) for r in plain if r.get("weight_bits") == w]
+            pts = [(a, v) for a, v in pts if a is not None and v is not None]
+            if pts:
+                ax.errorbar([a for a, _ in pts], [100 * v["top1"]["mean"] for _, v in pts],
+                            yerr=[100 * v["top1"]["std"] for _, v in pts], fmt="o", ls=styles[k % len(styles)],
+                            color=c, ms=4, lw=1.2, capsize=2, label=name if k == 0 else None)
         for r in sq:
             v = r["methods"].get(name)
             if v is not None and r.get("act_bits") is not None:
                 ax.plot(r["act_bits"] + 0.08, 100 * v["top1"]["mean"], "D", mfc="none", color=c, ms=5)
+    if len(wbits) > 1:
+        for k, w in enumerate(wbits):
+            ax.plot([], [], ls=styles[k % len(styles)], color="k", label=f"{w}-bit weights")
     if sq:
         ax.plot([], [], "D", mfc="none", color="k", label="+SmoothQuant (hollow)")
     ax.set_xlabel("activation bits (weights: " + ", ".join(sorted({f"{r.get('weight_bits')}" for r in rows})) + ")")

@@ -50,6 +50,12 @@ def test_rows_findings_and_files(tmp_path):
     assert list(rows[0]) == list(CSV_COLUMNS)
     assert float(rows[1]["lra_ee_delta_pp"]) == pytest.approx(2.0) and rows[1]["act_bits"] == "4"
     assert float(rows[1]["net"]) == pytest.approx(21.0)
+    w4 = sweep_row("w4a8", _results(0.70, 0.69, 0.1, 30, 50), PROFILE, {"weight_bits": 4, "act_bits": 8,
+                                                                        "smoothquant_alpha": None})
+    sq = sweep_row("w8a4+sq", _results(0.53, 0.55, 0.1, 300, 260), PROFILE, {"weight_bits": 8, "act_bits": 4,
+                                                                             "smoothquant_alpha": 0.5})
+    write_sweep(tmp_path / "mixed", [lose, gain, w4, sq], {"model": "m", "data": "d", "budget": 0.9})
+    assert (tmp_path / "mixed" / "sweep.png").stat().st_size > 0  # weight widths as line styles, SQ hollow
 
 
 @pytest.mark.parametrize("sweep, msg", [
