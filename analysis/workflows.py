@@ -567,12 +567,13 @@ def adavit(session: Session, policy_dir: str | Path, out: str | Path, settings: 
 
 # ---- where early exit pays: the precision sweep -------------------------------------------------
 def recipe_precision(recipe: str) -> dict:
-    """``weight_bits``, ``act_bits`` and ``smoothquant_alpha`` (None without SmoothQuant) of a recipe name."""
+    """``weight_bits``, ``act_bits`` (the trace meta's, :func:`analysis.exits.recipe_bits`; None for a float
+    recipe) and ``smoothquant_alpha`` (None without SmoothQuant) of a recipe name."""
+    from analysis.exits import recipe_bits
     from quant.recipes import parse_precision
 
-    r = parse_precision(recipe)
-    alpha = next((float(m.alpha) for m in r.modifiers if hasattr(m, "alpha")), None)
-    return {"weight_bits": r.w_bits, "act_bits": r.a_bits, "smoothquant_alpha": alpha}
+    alpha = next((float(m.alpha) for m in parse_precision(recipe).modifiers if hasattr(m, "alpha")), None)
+    return {"weight_bits": None, "act_bits": None, **recipe_bits(recipe), "smoothquant_alpha": alpha}
 
 
 def parse_sweep(recipes, field: str = "precision.sweep") -> list[str]:

@@ -126,12 +126,12 @@ def build_sections(out: Path) -> tuple[list[Section], list[tuple[Path, str]]]:
         t1.rows.append(["INT8 full depth", "0.00", pct(res["int8_top1"]), "0.00", *PAPER_TABLE1["INT8 full depth"]])
         t1.rows.append(["LRA-EE (ours)", pm(lr["flops_saving"]), pm(lr["top1"]), pm(
             {k: v / 100 for k, v in lr["delta_top1_pp"].items() if k != "values"}), *PAPER_TABLE1["LRA-EE (ours)"]])
-        for row in smoothquant_rows(sweep):
-            t1.rows.append(row)
+        sq_rows = smoothquant_rows(sweep)
+        t1.rows += sq_rows
         t1.note = (f"FLOPs saving with the exit heads' own compute: {pm(lr['flops_saving_with_heads'])} %. "
                    "Mean ± std over seeds (head init and shuffling, gating-split sample)."
                    + (" SmoothQuant rows: that recipe's own calibration, policy and eval trace (precision sweep, "
-                      "same budget and seeds)." if smoothquant_rows(sweep) else ""))
+                      "same budget and seeds)." if sq_rows else ""))
         t2 = Table("Baselines (paper Table 2)", made,
                    ["method", "FLOPs saving % (ours)", "top-1 % (ours)", f"FLOPs saving % ({PAPER})",
                     f"top-1 % ({PAPER})"])
