@@ -25,6 +25,7 @@ import numpy as np
 
 from common import atomic
 from common.errors import InputError
+from common.timing import span
 from exitlogic import analyses as A
 from exitlogic.artifacts import MAIN_VARIANT, VARIANTS, load_gating, save_policy
 from exitlogic.baselines import TableInputs, baseline_rows, pabee_route
@@ -85,9 +86,10 @@ def train_exits(train_fs, teacher_fs, gating_fs, geometry: EncoderGeometry, out:
     gate_outs = {}
     sources = {"ssa_mean": train_fs["ssa_mean"], "cls": train_fs["cls"]}
     for s in seeds:
-        trained = train_heads(sources, [HEAD_SOURCE[v] for v in VARIANTS], train_fs["labels"], text, logit_scale,
-                              layers, head_cfg, seed=s, teacher=teacher_fs["final_embedding"], device=device,
-                              progress=progress, desc=f"heads seed {s}", head=ExitHeadGeometry.of(geometry))
+        with span(f"head training seed {s}", len(train_fs), split="train"):
+            trained = train_heads(sources, [HEAD_SOURCE[v] for v in VARIANTS], train_fs["labels"], text, logit_scale,
+                                  layers, head_cfg, seed=s, teacher=teacher_fs["final_embedding"], device=device,
+                                  progress=progress, desc=f"heads seed {s}", head=ExitHeadGeometry.of(geometry))
         for v, heads in zip(VARIANTS, trained):
             tensors.update(heads.tensors(f"seed{s}.{v}"))
             gate_outs[(s, v)] = head_outputs(heads, gating_fs[HEAD_SOURCE[v][0]], gating_fs["labels"], text,

@@ -128,7 +128,7 @@ class RuntimeCfg(_Section):
     batch_size: int = Field(64, gt=0)
     device: str = "cpu"
     cache_dir: str = Field(".lraee-cache/features", description="feature cache (content-keyed, shared by runs)")
-    workers: Optional[int] = Field(None, ge=0, description="image-decoding processes (default: CPU count - 1, <= 8)")
+    workers: Optional[int] = Field(None, ge=0, description="image-decoding processes (default: CPU count - 1, <= 8; 0 on the CPU with <= 2 cores)")
     store_dtype: Literal["float32", "float16"] = Field("float32", description="dtype of the stored block features")
     dse_workers: Optional[int] = Field(None, ge=1, description="DSE processes (default: the CPU count)")
 

@@ -36,6 +36,7 @@ from typing import Callable
 from analysis.settings import (AdaViTCfg, DataCfg, ExitsCfg, FixedPointCfg, HlsCfg, ModelCfg, PrecisionCfg,
                                RuntimeCfg, ThresholdsCfg, clock_period_ns)
 from common.errors import InputError
+from common.timing import span
 
 
 # ---- the session: what steps share in one process ---------------------------------------------
@@ -513,15 +514,17 @@ def validate_exits(session: Session, policy_dir: str | Path, out: str | Path, fi
         gfs = get_features(enc, gating_src, prepared, tname, templates, **greq, **kw)
         check_key(policy, gfs.meta["key"], str(gfs.path))
         rows = search_rows(len(gfs))
-        use, search_rec = run_search(policy, params, tap_tokens(gfs, layers, rows), gfs["top5"][rows, 0],
-                                     fixedpoint.target, given, safety=fixedpoint.search_safety,
-                                     progress=session.progress, log=lambda m: print(m, file=sys.stderr))
+        with span("width search", len(rows), split="gating"):
+            use, search_rec = run_search(policy, params, tap_tokens(gfs, layers, rows), gfs["top5"][rows, 0],
+                                         fixedpoint.target, given, safety=fixedpoint.search_safety,
+                                         progress=session.progress, log=lambda m: print(m, file=sys.stderr))
         search_rec["data"] = gfs.meta["dataset"]
         search_rec["n_split"] = len(gfs)
     efs = get_features(enc, eval_src, prepared, tname, templates, **ereq, **kw)
     check_key(policy, efs.meta["key"], str(efs.path))
     origin = str(out / "fixedpoint_spec.json") if search else str(spec)
-    result, hist = validate(policy, use, efs, fixedpoint.target, tap_meta, search_rec, origin)
+    with span("validation", len(efs), split=split):
+        result, hist = validate(policy, use, efs, fixedpoint.target, tap_meta, search_rec, origin)
     written = write_outputs(out, result, hist, use if search else None)
     return result, written
 

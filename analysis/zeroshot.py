@@ -11,10 +11,12 @@ from tqdm import tqdm
 
 from common import atomic
 from common.hashing import json_sha256
+from common.timing import PassTimer
 
 
 TEXT_FORMAT_VERSION = 1
 DEFAULT_TEXT_CACHE = Path(".lraee-cache") / "features" / "text"
+TEXT_PASS = "text tower"  # the timing log's name of the text tower's pass (kind "text", images = prompts)
 
 
 @torch.no_grad()
@@ -61,8 +63,12 @@ def text_embeddings(enc, classnames: list[str], templates: list[str], cache_dir:
         except (OSError, ValueError, UnicodeDecodeError):
             pass
     enc.model.to(device)
+    timer = PassTimer(TEXT_PASS, kind="text")  # a miss: the text tower's one pass over the K x T prompts, timed
+    timer.start()
     emb = class_embeddings(enc.model, enc.tokenizer, classnames, templates, device=device, batch_size=batch_size,
                            progress=progress).numpy().astype(np.float32)
+    timer.stop(len(classnames) * len(templates))
+    timer.close()
     with atomic.atomic_path(npy) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, emb)

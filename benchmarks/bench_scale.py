@@ -2,17 +2,19 @@
 
 Builds a randomly initialised ViT-B-32 (QuickGELU) checkpoint file and three synthetic ImageNet-layout
 folders (1000 WordNet-id class folders each; train, gating and eval images, JPEG 256 x 320), then runs
-``lraee run`` on them stage by stage (``--until STAGE``, one process per stage, so each stage's peak
-RSS is its own, read with ``os.wait4``) at a small size and at ``--scale`` times that size. Backbone
-time is measured inside the passes (``LRAEE_TIMING_LOG``, :mod:`common.timing`). Baselines in the
-same run: the plain ``encode_image`` throughput of the FP32 tower and the INT8 fast path at the same
-batch size.
+``lraee run`` on them, as a user would (one process, every stage, empty caches), at a small size and
+at ``--scale`` times that size. Per stage: wall time and peak RSS from the run's ``timings.json`` (the
+kernel's high-water mark, reset at each stage start: :mod:`common.peak_rss`), backbone seconds measured
+inside the passes (``LRAEE_TIMING_LOG``, :mod:`common.timing`, each pass labelled with its stage), the
+size of the stage's output folder. The precision sweep and AdaViT are off (``precision.sweep: []``,
+``adavit.enabled: false``): they repeat these stages per recipe. Baselines in the same run: the plain
+``encode_image`` throughput of the FP32 tower and the INT8 fast path at the same batch size.
 
 Targets (issue 12): peak RSS flat in n and under 8 GB; all non-backbone work together under 20 % of
 the backbone passes' time at the larger size; feature extraction >= 0.9x the plain forward
 throughput; the text tower run once.
 
-    .venv/bin/python benchmarks/bench_scale.py [--sizes 300,150,150] [--scale 4] [--work DIR]
+    .venv/bin/python benchmarks/bench_scale.py [--sizes 200,100,100] [--scale 8] [--work DIR]
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "hls", "rtl", "hwsim",
+STAGES = ("model", "calibration", "profile", "features", "exits", "trace", "fixedpoint", "rtl", "hls", "hwsim",
           "report")
 GiB = 1 << 30
 
@@ -63,7 +65,8 @@ def run_config(work: Path, ckpt: Path, data: dict[str, Path], sizes: tuple[int, 
     (work / "one_template.txt").write_text("a photo of a {}.\n")
     return {
         "model": {"name": "ViT-B-32-quickgelu", "pretrained": str(ckpt)},
-        "precision": {"calib_n": 64},
+        "precision": {"calib_n": 64, "sweep": []},
+        "adavit": {"enabled": False},
         "data": {"source": f"imagenet:{data['eval']}", "train_source": f"imagenet:{data['train']}",
                  "gating_source": f"imagenet:{data['gating']}", "templates": str(work / "one_template.txt"),
                  "train_n": n_train, "gating_n": n_gate, "eval_n": n_eval, "profile_n": 64},
@@ -73,32 +76,53 @@ def run_config(work: Path, ckpt: Path, data: dict[str, Path], sizes: tuple[int, 
     }
 
 
-def run_stage(cfg_path: Path, out: Path, stage: str, timing_log: Path) -> dict:
+def run_pipeline(cfg_path: Path, out: Path, timing_log: Path) -> dict:
+    """``lraee run`` in one process: wall time, the process's peak RSS (``os.wait4``), timings.json."""
     env = dict(os.environ, LRAEE_TIMING_LOG=str(timing_log))
     cmd = [sys.executable, "-c", "import sys; from analysis.cli import main; sys.exit(main())",  # module or package
-           "run", "--config", str(cfg_path), "--out", str(out), "--until", stage, "--no-progress"]
+           "run", "--config", str(cfg_path), "--out", str(out), "--no-progress"]
     t0 = time.perf_counter()
-    with open(out.parent / f"{out.name}-{stage}.log", "w") as log:
+    with open(out.parent / f"{out.name}.log", "w") as log:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     if status != 0:
-        sys.exit(f"bench_scale: stage {stage} failed (see {out.parent / f'{out.name}-{stage}.log'})")
-    return {"wall_s": wall, "maxrss": ru.ru_maxrss * 1024}
+        sys.exit(f"bench_scale: lraee run failed (see {out.parent / f'{out.name}.log'})")
+    return {"wall_s": wall, "maxrss": ru.ru_maxrss * 1024,
+            "stages": json.loads((out / "timings.json").read_text())["stages"]}
 
 
-def backbone_of(log: Path) -> dict:
-    recs = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    return {"forward_s": sum(r["forward_s"] for r in recs), "images": sum(r["images"] for r in recs),
-            "passes": [r["pass"] for r in recs]}
+def backbone_by_stage(log: Path) -> dict[str, dict]:
+    """Per stage: seconds inside the image backbone's forwards, images, the passes' names; apart from those
+    the text tower's seconds (a text-cache miss: once per weights, class names and templates) and the
+    timed spans of n-dependent work (head training, width search, validation: name, split, images, s)."""
+    out: dict[str, dict] = {}
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        r = json.loads(line)
+        d = out.setdefault(r["stage"], _empty())
+        if r["kind"] == "text":
+            d["text_s"] += r["forward_s"]
+        elif r["kind"] == "work":
+            d["spans"].append({"name": r["pass"], "split": r["split"], "images": r["images"], "s": r["forward_s"]})
+        else:
+            d["forward_s"] += r["forward_s"]
+            d["images"] += r["images"]
+            d["passes"].append(r["pass"])
+    return out
+
+
+def _empty() -> dict:
+    return {"forward_s": 0.0, "images": 0, "passes": [], "text_s": 0.0, "spans": []}
 
 
 def disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
 
 
-def plain_throughput(ckpt: Path, work: Path, cache: Path, batch: int, repeats: int = 3) -> dict:
-    """img/s of encode_image (FP32) and of the INT8 fast path's forward, same batch size, same machine."""
+def plain_throughput(ckpt: Path, work: Path, cache: Path, batch: int, repeats: int = 7) -> dict:
+    """img/s of encode_image (FP32) and of the INT8 fast path's forward, same batch size, same machine:
+    ``{recipe: {"median": img/s, "best": img/s}}`` over ``repeats`` timed forwards after a warm-up (the
+    median is the baseline: the stage's figure is a sustained average, not a best case)."""
     import torch
 
     from quant.encoder import load_encoder
@@ -113,20 +137,20 @@ def plain_throughput(ckpt: Path, work: Path, cache: Path, batch: int, repeats: i
         recipes["w8a8"] = prepare_recipe(enc, "w8a8", calibration=cal)
     with torch.no_grad():
         for name, prep in recipes.items():
-            prep.visual(x[:2])
-            best = float("inf")
+            prep.visual(x)
+            times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 prep.visual(x)
-                best = min(best, time.perf_counter() - t0)
-            out[name] = batch / best
+                times.append(time.perf_counter() - t0)
+            out[name] = {"median": batch / float(np.median(times)), "best": batch / min(times)}
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="300,150,150", help="train,gating,eval images at the small size")
-    ap.add_argument("--scale", type=int, default=4, help="the larger size is SCALE x the small one (default 4)")
+    ap.add_argument("--sizes", default="200,100,100", help="train,gating,eval images at the small size")
+    ap.add_argument("--scale", type=int, default=8, help="the larger size is SCALE x the small one (default 8)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/lraee-bench-scale"))
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     a = ap.parse_args()
@@ -154,17 +178,21 @@ def main() -> int:
         cfg_path = work / f"{label}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         out = work / label
+        log = work / f"{label}.timing.jsonl"
+        before = disk(cache.parent)
+        run = run_pipeline(cfg_path, out, log)
+        bb = backbone_by_stage(log)
         rows = []
         for st in STAGES:
-            log = work / f"{label}-{st}.timing.jsonl"
-            before = disk(cache.parent)
-            r = run_stage(cfg_path, out, st, log)
-            bb = backbone_of(log)
-            rows.append({"stage": st, **r, "backbone_s": bb["forward_s"], "images": bb["images"],
-                         "passes": bb["passes"], "disk_added": disk(cache.parent) - before,
-                         "outputs": disk(out / st)})
-        results[label] = {"sizes": sizes, "rows": rows}
-        _print(label, sizes, rows)
+            rec, b = run["stages"][st], bb.get(st, _empty())
+            if rec["status"] != "ran" or rec.get("peak_rss_of") != "stage":
+                sys.exit(f"bench_scale: stage {st}: {rec} (expected a run with its own peak RSS)")
+            rows.append({"stage": st, "wall_s": rec["seconds"], "maxrss": rec["peak_rss_bytes"],
+                         "backbone_s": b["forward_s"], "images": b["images"], "passes": b["passes"],
+                         "text_s": b["text_s"], "spans": b["spans"], "outputs": disk(out / st)})
+        results[label] = {"sizes": sizes, "rows": rows, "process_wall_s": run["wall_s"],
+                          "process_maxrss": run["maxrss"], "cache_added": disk(cache.parent) - before}
+        _print(label, sizes, results[label])
     thr = plain_throughput(ckpt, work, cache, 32)
     _summary(results, thr, large, cache)
     if a.json:
@@ -172,51 +200,101 @@ def main() -> int:
     return 0
 
 
-def _print(label, sizes, rows) -> None:
+def _print(label, sizes, res) -> None:
     print(f"\n{label}: train {sizes[0]}, gating {sizes[1]}, eval {sizes[2]}")
     print(f"{'stage':<12} {'wall s':>8} {'img/s':>7} {'peak RSS GB':>12} {'disk MB':>8} {'backbone s':>11} "
           f"{'backbone %':>10}")
-    for r in rows:
+    for r in res["rows"]:
         ips = r["images"] / r["wall_s"] if r["images"] else float("nan")
         share = 100 * r["backbone_s"] / r["wall_s"] if r["wall_s"] else 0
         print(f"{r['stage']:<12} {r['wall_s']:>8.1f} {ips:>7.1f} {r['maxrss'] / GiB:>12.2f} "
-              f"{(r['disk_added'] + r['outputs']) / 1e6:>8.1f} {r['backbone_s']:>11.1f} {share:>9.0f}%")
+              f"{r['outputs'] / 1e6:>8.1f} {r['backbone_s']:>11.1f} {share:>9.0f}%")
+    print(f"lraee run: {res['process_wall_s']:.1f} s in all (process start and imports included), "
+          f"process peak RSS {res['process_maxrss'] / GiB:.2f} GB; feature cache added "
+          f"{res['cache_added'] / 1e6:.1f} MB (disk MB above: the stage's output folder)")
+
+
+CONSTANT = ("model", "calibration", "profile", "rtl", "hls", "hwsim", "report")  # no work grows with n
+PER_SPLITS = {"features": (0, 1, 2), "exits": (0,), "trace": (2,), "fixedpoint": (1, 2)}  # the splits a stage's
+# n-dependent work iterates: head training (train), evaluation (eval), width search and validation (gating, eval)
+PAPER = (128_000, 5_000, 50_000)
+
+
+def _own(r: dict) -> float:
+    """A stage's seconds outside the image backbone passes and the text tower."""
+    return r["wall_s"] - r["backbone_s"] - r["text_s"]
 
 
 def _summary(results, thr, large, cache: Path) -> None:
     S, L = results["small"]["rows"], results["large"]["rows"]
-    peak = {k: max(r["maxrss"] for r in v["rows"]) for k, v in results.items()}
-    print(f"\npeak RSS over stages: small {peak['small'] / GiB:.2f} GB, large {peak['large'] / GiB:.2f} GB "
+    small = results["small"]["sizes"]
+    peak = {k: v["process_maxrss"] for k, v in results.items()}
+    print(f"\npeak RSS of the run: small {peak['small'] / GiB:.2f} GB, large {peak['large'] / GiB:.2f} GB "
           f"(ratio {peak['large'] / peak['small']:.2f}; target: flat in n, < 8 GB)")
-    # per stage, what grows with n
     growth = {s["stage"]: (l["maxrss"] - s["maxrss"]) / 1e6 for s, l in zip(S, L)}
     print("peak RSS growth small -> large per stage (MB): " + ", ".join(f"{k} {v:+.0f}" for k, v in growth.items()))
+    text = {k: sum(r["text_s"] for r in v["rows"]) for k, v in results.items()}
+    print(f"text tower: {text['small']:.1f} s in the small run, {text['large']:.1f} s in the large one (cache hit)")
     bb = sum(r["backbone_s"] for r in L)
-    non = sum(r["wall_s"] for r in L) - bb
-    const = {r["stage"] for r in L if r["stage"] in ("model", "hls", "rtl", "hwsim", "report")}
-    non_n = sum(r["wall_s"] - r["backbone_s"] for r in L if r["stage"] not in const)
+    non = sum(_own(r) for r in L)
+    non_n = sum(_own(r) for r in L if r["stage"] not in CONSTANT)
     print(f"large: backbone passes {bb:.0f} s; everything else {non:.0f} s = {100 * non / bb:.0f} % of it "
-          f"(without the n-independent stages {', '.join(sorted(const))}: {non_n:.0f} s = {100 * non_n / bb:.0f} %; "
-          "target < 20 %)")
+          f"(without the stages whose work does not grow with n, {', '.join(CONSTANT)}: {non_n:.0f} s = "
+          f"{100 * non_n / bb:.0f} %; target < 20 %)")
     f = next(r for r in L if r["stage"] == "features")
     n_imgs = {"w8a8": large[0] + large[1] + large[2], "fp32": large[0] + large[2]}
-    ideal = sum(n_imgs[k] / thr[k] for k in n_imgs if k in thr)
-    print(f"features stage: {f['wall_s']:.0f} s for {f['images']} images; plain forward at batch 32 "
-          + ", ".join(f"{k} {v:.1f} img/s" for k, v in thr.items())
-          + f" -> {ideal:.0f} s; throughput ratio {ideal / f['wall_s']:.2f} (target >= 0.9)")
+    ideal = {m: sum(n_imgs[k] / thr[k][m] for k in n_imgs if k in thr) for m in ("median", "best")}
+    feat_s = f["wall_s"] - f["text_s"]
+    print(f"features stage: {feat_s:.0f} s for {f['images']} image-passes (text tower excluded), "
+          f"{f['backbone_s']:.0f} s of them inside the forwards; plain forward at batch 32, median (best) of 7: "
+          + ", ".join(f"{k} {v['median']:.1f} ({v['best']:.1f}) img/s" for k, v in thr.items())
+          + f" -> {ideal['median']:.0f} s ({ideal['best']:.0f} s); throughput ratio {ideal['median'] / feat_s:.2f} "
+          f"({ideal['best'] / feat_s:.2f}; target >= 0.9)")
     entries = sorted((cache / "text").glob("*.json"))
     prompts = [json.loads(e.read_text())["prompts"] for e in entries]
     print(f"text tower: {len(entries)} cache entr{'y' if len(entries) == 1 else 'ies'} ({prompts} prompts), computed "
           "once for both sizes, every split and precision")
-    # extrapolation to the paper's scale: per-image costs of the n-dependent parts at the larger size
-    Ls = {r["stage"]: r for r in L}
-    Ss = {r["stage"]: r for r in S}
-    paper = (128_000, 5_000, 50_000)
-    print("\nextrapolated to the paper's scale (train 128k, gating 5k, eval 50k) on this machine:")
+    _extrapolate(S, L, small, large)
+
+
+def _extrapolate(S, L, small, large) -> None:
+    """The paper's scale from the two sizes. Backbone: seconds per image-pass times the passes (train INT8 +
+    FP32 teacher, gating INT8, eval INT8 + FP32). A timed span of n-dependent work: its seconds per image
+    times the images of its split at the paper's scale (the width search is capped at 5,000 gating images,
+    the paper's gating split). The rest of a stage's own time: constant + marginal cost x the images of the
+    splits it iterates (:data:`PER_SPLITS`), fitted on the two sizes."""
+    Ss, Ls = {r["stage"]: r for r in S}, {r["stage"]: r for r in L}
+    split_n = {"train": PAPER[0], "gating": min(PAPER[1], 5000), "eval": PAPER[2]}
+    print(f"\nextrapolated to the paper's scale (train {PAPER[0]:,}, gating {PAPER[1]:,}, eval {PAPER[2]:,}) on this "
+          "machine, from the two sizes:")
+    ff = Ls["features"]
+    per_pass = ff["backbone_s"] / max(1, ff["images"])  # s per image-pass (INT8 and FP32 together)
+    passes = (2, 1, 2)
+    bb = per_pass * sum(p * n for p, n in zip(passes, PAPER)) + sum(
+        Ls[s]["backbone_s"] for s in ("calibration", "profile"))
+    print(f"  backbone passes: {per_pass * 1e3:.1f} ms per image-pass -> {bb / 3600:.2f} h")
+    total = 0.0
     for st in ("features", "exits", "trace", "fixedpoint"):
-        dl, ds = Ls[st]["wall_s"], Ss[st]["wall_s"]
-        per = (dl - ds) / max(1, sum(large) - sum(results["small"]["sizes"]))  # marginal s per image (all splits)
-        print(f"  {st:<11} {per * 1e3:7.1f} ms per image -> {per * sum(paper) / 3600:7.1f} h")
+        for sp in Ls[st]["spans"]:
+            per = sp["s"] / max(1, sp["images"])
+            t = per * split_n[sp["split"]]
+            total += t
+            print(f"  {st:<11} {sp['name']:<22} {per * 1e3:7.2f} ms per {sp['split']} image -> {t / 3600:6.2f} h")
+        splits = PER_SPLITS[st]
+        rest = {k: _own(r[st]) - sum(sp["s"] for sp in r[st]["spans"]) for k, r in (("S", Ss), ("L", Ls))}
+        dn = sum(large[i] - small[i] for i in splits)
+        per = (rest["L"] - rest["S"]) / max(1, dn)
+        const = rest["L"] - per * sum(large[i] for i in splits)
+        t = const + per * sum(PAPER[i] for i in splits)
+        total += t
+        names = "+".join(("train", "gating", "eval")[i] for i in splits)
+        print(f"  {st:<11} {'the rest':<22} {per * 1e3:7.2f} ms per {names} image + {const:5.1f} s -> "
+              f"{t / 3600:6.2f} h")
+    const_s = sum(max(_own(Ls[s]), _own(Ss[s])) for s in CONSTANT)  # the cold one: the small run fills the
+    total += const_s  # content caches of the Verilator and Yosys builds, which the large run then hits
+    print(f"  other stages (no work that grows with n; the slower of the two runs each): {const_s:.0f} s")
+    print(f"  everything but the backbone passes: {total / 3600:.2f} h = {100 * total / bb:.0f} % of them "
+          "(target < 20 %)")
 
 
 if __name__ == "__main__":

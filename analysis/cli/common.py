@@ -173,7 +173,7 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
                    help="feature cache folder (default .lraee-cache/features)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument("--workers", type=int, default=None, metavar="W",
-                   help="image-decoding worker processes (default: CPU count - 1, at most 8; 0: in the main process)")
+                   help="image-decoding worker processes (default: CPU count - 1, at most 8, and 0 on the CPU with two cores or fewer; 0: in the main process)")
     g.add_argument("--store-dtype", choices=("float32", "float16"), default="float32",
                    help="dtype of the stored block features (float16 halves the feature store; default float32)")
 

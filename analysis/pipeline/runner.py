@@ -27,8 +27,9 @@ its upstream stages produced. ``DIR/.lraee-run/<stage>.json`` records the key an
 the stage's outputs once the stage has finished. A rerun skips a stage whose key is unchanged
 and whose outputs are intact; ``--from STAGE`` reruns from there. A stage killed midway has no
 record, so it runs again from a cleared folder; every stage writes its files atomically and
-deterministically, so the results are byte-identical to an uninterrupted run. Wall times go to
-``DIR/timings.json`` (not a result: they differ between runs).
+deterministically, so the results are byte-identical to an uninterrupted run. Wall times and each
+stage's peak RSS of this process (bytes, :mod:`common.peak_rss`; decoding and DSE worker processes not
+counted) go to ``DIR/timings.json`` (not a result: they differ between runs).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from common import atomic
+from common import atomic, peak_rss, timing
 from common.hashing import file_sha256 as sha256_file
 from common.errors import InputError
 from analysis.pipeline.artifacts import RunFiles
@@ -182,19 +183,25 @@ def _run(cfg, stages, names, from_stage, until, progress, log, fresh=None) -> di
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         log(f"[{i + 1}/{len(stages)}] {st.name}: {st.help}")
+        own_peak = peak_rss.reset()
+        timing.set_stage(st.name)
         t0 = time.time()
         try:
             files = st.run(ctx)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a failed stage leaves no partial folder behind
             raise
+        finally:
+            timing.set_stage(None)
         secs = time.time() - t0
+        peak = peak_rss.peak_bytes()
         shas = {rel: sha256_file(out / rel) for rel in sorted(files)}
         atomic.write_json(_record_path(out, st.name), {"stage": st.name, "key": key, "outputs": shas})
         if fresh is not None:
             fresh.keep()  # a finished stage is kept for a resume, whatever fails later
         outputs_sha[st.name] = shas
-        status[st.name] = {"status": "ran", "seconds": round(secs, 2)}
+        status[st.name] = {"status": "ran", "seconds": round(secs, 2), "peak_rss_bytes": peak,
+                           "peak_rss_of": "stage" if own_peak else "process so far"}
         log(f"[{i + 1}/{len(stages)}] {st.name}: done in {secs:.1f} s")
     atomic.write_json(out / "timings.json", {"stages": status,
                                              "total_seconds": round(sum(v["seconds"] for v in status.values()), 2)})

@@ -46,7 +46,8 @@ def reference_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     cfg = _config(root, root / "cache")
     out = root / "ref"
-    r = subprocess.run(_cmd(cfg, out), capture_output=True, text=True, timeout=1800)
+    env = dict(os.environ, LRAEE_TIMING_LOG=str(root / "timing.jsonl"))  # where the time goes (bench_scale.py)
+    r = subprocess.run(_cmd(cfg, out), capture_output=True, text=True, timeout=1800, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return root, cfg, out, r.stdout
 
@@ -98,6 +99,15 @@ def test_full_run_report_and_skip(reference_run):
     assert ada["target_saving"] == res["lra_ee"]["flops_saving"]["mean"] and len(ada["per_seed"]) == 2
     timings = json.loads((out / "timings.json").read_text())
     assert all(s["status"] == "ran" for s in timings["stages"].values())
+    assert all(s["peak_rss_bytes"] > 50 << 20 for s in timings["stages"].values())  # this process, per stage
+    recs = [json.loads(line) for line in (root / "timing.jsonl").read_text().splitlines()]
+    passes = {(r["stage"], r["kind"], r["pass"].split(" seed")[0]) for r in recs}
+    assert {("calibration", "backbone", "calibration"), ("features", "backbone", "features w8a8"),
+            ("features", "backbone", "features fp32"), ("features", "text", "text tower"),
+            ("exits", "work", "head training"), ("fixedpoint", "work", "width search"),
+            ("fixedpoint", "work", "validation")} <= passes
+    heads = [r for r in recs if r["pass"].startswith("head training") and r["stage"] == "exits"]
+    assert len(heads) == 2 and all(r["images"] == 300 and r["split"] == "train" for r in heads)  # 2 seeds
     before = _results(out)
     r = subprocess.run(_cmd(cfg, out), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0
