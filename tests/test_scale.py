@@ -144,11 +144,13 @@ def test_peak_rss_is_measured_per_stretch_of_work():
 
     if not peak_rss.reset():
         pytest.skip("the kernel does not allow resetting the RSS high-water mark here")
+    import mmap
+
     base = peak_rss.peak_bytes()
-    big = np.ones(200 << 17)  # 200 MiB of float64
-    big[::4096] = 2.0
+    big = mmap.mmap(-1, 200 << 20)  # 200 MiB of fresh anonymous pages (not freed heap the allocator reuses)
+    np.frombuffer(big, dtype=np.uint8)[::4096] = 1  # touch every page
     grown = peak_rss.peak_bytes()
-    del big
+    big.close()
     assert grown - base >= 190 << 20
     assert peak_rss.reset()
     assert peak_rss.peak_bytes() < grown - (150 << 20)  # the peak restarted at the current RSS
