@@ -70,11 +70,11 @@ PAPER_ROW = {"method": "AdaViT", "flops_saving_pct": 13.50, "top1_pct": 59.84,
              "source": "paper Table 2 (ImageNet, CLIP ViT-B/32, INT8 backbone frozen, matched FLOPs)"}
 
 
-def check_target(target_saving) -> float:
-    """The FLOPs-saving target as a float in [0, 1); one-line InputError otherwise."""
+def check_target(target_saving, field: str = "target_saving") -> float:
+    """The FLOPs-saving target as a float in [0, 1); one-line InputError naming ``field`` otherwise."""
     if isinstance(target_saving, bool) or not isinstance(target_saving, (int, float)) \
             or not math.isfinite(float(target_saving)) or not 0.0 <= float(target_saving) < 1.0:
-        raise InputError(f"target_saving {target_saving!r}: allowed: a FLOPs-saving fraction in [0, 1) "
+        raise InputError(f"{field} {target_saving!r}: allowed: a FLOPs-saving fraction in [0, 1) "
                          "(e.g. 0.1338 for 13.38 %)")
     return float(target_saving)
 

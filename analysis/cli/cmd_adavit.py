@@ -49,6 +49,10 @@ def run(args) -> int:
     from analysis.workflows import adavit
 
     check_out_dir(args.out)
+    if args.target is not None:
+        from exitlogic.adavit import check_target
+
+        check_target(args.target, "--target")  # before the policy, the backbone or any training
     res = adavit(session_from_args(args), args.policy, args.out, from_args(AdaViTCfg, args, ADAVIT_FLAGS),
                  target_saving=args.target, results_json=args.results)
     print(f"AdaViT: FLOPs saving {100 * res['flops_saving']['mean']:.2f} ± {100 * res['flops_saving']['std']:.2f} %, "

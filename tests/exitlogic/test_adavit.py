@@ -268,3 +268,10 @@ def test_bad_input_is_one_line(setup, tmp_path):
     with pytest.raises(InputError, match="adavit.epochs"):
         replace(TINY, epochs=0)
     assert check_target(0) == 0.0
+
+
+def test_cli_target_out_of_range_names_the_flag_before_any_work(run_cli, tmp_path):
+    rc, _, err = run_cli("adavit", "--policy", tmp_path / "no-policy", "--target", "1.5", "--out", tmp_path / "o")
+    assert rc == 2 and err.strip().splitlines() == [err.strip()]
+    assert "--target 1.5" in err and "allowed" in err and "[0, 1)" in err  # the flag, not the internal name
+    assert not (tmp_path / "o" / "adavit.json").exists()
