@@ -37,6 +37,7 @@ otherwise it is rebuilt and replaced atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -287,7 +288,82 @@ def _batch_summaries(tokens: list, depth: int, exit_tap: "TokenTap | None", tok,
     return out
 
 
+class _StoreJob:
+    """One store being built: the tapped backbone of ``prepared`` over each batch, its summaries written
+    through ``writer`` (see :func:`extract`)."""
+
+    def __init__(self, enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, writer: StoreWriter,
+                 device: str, prepared: PreparedRecipe, tokens: "TokenTap | None", exit_tap: "TokenTap | None",
+                 fields: str, token_vectors: int):
+        self.enc, self.source, self.writer, self.device = enc, source, writer, device
+        self.prepared, self.tokens, self.exit_tap, self.fields = prepared, tokens, exit_tap, fields
+        self.text_emb = np.asarray(text_emb, np.float32)
+        self.tf = torch.from_numpy(self.text_emb).to(device)
+        self.k = min(5, self.tf.shape[0])
+        self.V = min(int(token_vectors), len(source)) if tokens is not None else 0
+        self.t_layers = list(tokens.layers) if tokens is not None else []
+        self.saturated = {L: 0 for L in self.t_layers}
+        self.elements = 0
+        self.summary_threads = _summary_threads(torch.get_num_threads()) if str(device) == "cpu" else None
+        self.timer = PassTimer(f"features {prepared.tag}")
+
+    def step(self, start: int, x: torch.Tensor) -> None:
+        """The pass over one batch x [B, 3, H, W] (rows start..start+B of the split) and its writes."""
+        g, D, w = self.enc.geometry, self.enc.geometry.depth, self.writer
+        stop = start + x.shape[0]
+        keep = None if self.fields == "all" else set(self.t_layers)
+        self.timer.start()
+        taps = self.prepared.taps(x, depth=D, keep=keep)  # the embedding needs the full depth
+        self.timer.stop(x.shape[0])
+        tok = (self.t_layers, self.tokens.exponents, max(0, min(stop, self.V) - start)) \
+            if self.tokens is not None else None
+        with _threads(self.summary_threads):
+            out = _batch_summaries(taps.tokens, D, self.exit_tap, tok, self.fields == "all")
+        if self.fields == "all":
+            w.write("ssa_mean", start, out["ssa_mean"].cpu().numpy())
+            w.write("cls", start, out["cls"].cpu().numpy())
+            w.write("sav", start, out["sav"].cpu().numpy())
+        if self.tokens is not None:
+            for L, c in out["saturated"].items():
+                self.saturated[L] += c
+            self.elements += int(x.shape[0]) * g.tokens * g.width
+            w.write("tap_sum", start, out["tap_sum"].cpu().numpy())
+            w.write("tap_sumsq", start, out["tap_sumsq"].cpu().numpy())
+            if "tap_tokens" in out:
+                w.write("tap_tokens", start, out["tap_tokens"].cpu().numpy())
+        emb = taps.embedding.float()
+        w.write("final_embedding", start, emb.cpu().numpy())
+        sims = F.normalize(emb, dim=-1) @ self.tf.T
+        w.write("top5", start, sims.topk(self.k, dim=1).indices.cpu().numpy())
+
+    def finish(self) -> dict:
+        """The small arrays after the last batch; returns the tap-code saturation counts."""
+        self.timer.close()
+        w = self.writer
+        w.put("labels", self.source.labels.astype(np.int64))
+        w.put("text_embeddings", self.text_emb)
+        if self.tokens is not None:
+            w.put("tap_layers", np.array(self.t_layers, np.int64))
+            w.put("tap_scale_exp", np.array([self.tokens.exponents[L] for L in self.t_layers], np.int64))
+        return {"saturated": self.saturated, "elements": self.elements}
+
+
 @torch.no_grad()
+def _run_jobs(enc: LoadedEncoder, source: ImageSource, jobs: list[_StoreJob], batch_size: int, device: str,
+              progress: bool, workers: int | None) -> list[dict]:
+    """Decode ``source`` once and run every job's pass on each batch (the INT8 and FP32 stores of a split
+    share one decoding)."""
+    tags = "+".join(j.prepared.tag for j in jobs)
+    bar = tqdm(total=len(source), desc=f"features {tags} {source.name}", unit="img", disable=not progress)
+    for start, x in image_batches(enc, source, batch_size, workers=workers, device=device):
+        x = x.to(device, non_blocking=True)
+        for j in jobs:
+            j.step(start, x)
+        bar.update(x.shape[0])
+    bar.close()
+    return [j.finish() for j in jobs]
+
+
 def extract(enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, writer: StoreWriter, batch_size: int = 64,
             device: str = "cpu", progress: bool = True, prepared: PreparedRecipe | None = None,
             tokens: "TokenTap | None" = None, exit_tap: "TokenTap | None" = None, fields: str = "all",
@@ -297,55 +373,10 @@ def extract(enc: LoadedEncoder, source: ImageSource, text_emb: np.ndarray, write
     Batches stream to disk as they are computed; nothing of size n is kept. Returns per-layer
     saturation counts of the tap codes (``{L: codes with |q| >= 127}``) and the element count.
     """
-    g = enc.geometry
-    D = g.depth
     if prepared is None:
         prepared = prepare_recipe(enc, "fp32")
-    tf = torch.from_numpy(np.asarray(text_emb, np.float32)).to(device)
-    k = min(5, tf.shape[0])
-    V = min(int(token_vectors), len(source)) if tokens is not None else 0
-    t_layers = list(tokens.layers) if tokens is not None else []
-    saturated = {L: 0 for L in t_layers}
-    elements = 0
-    depth_needed = D  # the embedding needs the full depth
-    summary_threads = _summary_threads(torch.get_num_threads()) if str(device) == "cpu" else None
-    bar = tqdm(total=len(source), desc=f"features {prepared.tag} {source.name}", unit="img", disable=not progress)
-    timer = PassTimer(f"features {prepared.tag}")
-    for start, x in image_batches(enc, source, batch_size, workers=workers, device=device):
-        x = x.to(device, non_blocking=True)
-        stop = start + x.shape[0]
-        keep = None if fields == "all" else set(t_layers)
-        timer.start()
-        taps = prepared.taps(x, depth=depth_needed, keep=keep)
-        timer.stop(x.shape[0])
-        tok = (t_layers, tokens.exponents, max(0, min(stop, V) - start)) if tokens is not None else None
-        with _threads(summary_threads):
-            out = _batch_summaries(taps.tokens, D, exit_tap, tok, fields == "all")
-        if fields == "all":
-            writer.write("ssa_mean", start, out["ssa_mean"].cpu().numpy())
-            writer.write("cls", start, out["cls"].cpu().numpy())
-            writer.write("sav", start, out["sav"].cpu().numpy())
-        if tokens is not None:
-            for L, c in out["saturated"].items():
-                saturated[L] += c
-            elements += int(x.shape[0]) * g.tokens * g.width
-            writer.write("tap_sum", start, out["tap_sum"].cpu().numpy())
-            writer.write("tap_sumsq", start, out["tap_sumsq"].cpu().numpy())
-            if "tap_tokens" in out:
-                writer.write("tap_tokens", start, out["tap_tokens"].cpu().numpy())
-        emb = taps.embedding.float()
-        writer.write("final_embedding", start, emb.cpu().numpy())
-        sims = F.normalize(emb, dim=-1) @ tf.T
-        writer.write("top5", start, sims.topk(k, dim=1).indices.cpu().numpy())
-        bar.update(x.shape[0])
-    bar.close()
-    timer.close()
-    writer.put("labels", source.labels.astype(np.int64))
-    writer.put("text_embeddings", np.asarray(text_emb, np.float32))
-    if tokens is not None:
-        writer.put("tap_layers", np.array(t_layers, np.int64))
-        writer.put("tap_scale_exp", np.array([tokens.exponents[L] for L in t_layers], np.int64))
-    return {"saturated": saturated, "elements": elements}
+    job = _StoreJob(enc, source, text_emb, writer, device, prepared, tokens, exit_tap, fields, token_vectors)
+    return _run_jobs(enc, source, [job], batch_size, device, progress, workers)[0]
 
 
 def get_features(enc: LoadedEncoder, source: ImageSource, precision: str | PreparedRecipe, templates_name: str,
@@ -361,60 +392,92 @@ def get_features(enc: LoadedEncoder, source: ImageSource, precision: str | Prepa
     images); ``exit_tap`` computes the exit features from the tap codes (see module docstring).
     The class embeddings come from the text cache (``cache_dir/text``), computed once.
     """
+    request = {"precision": precision, "tokens": tokens, "exit_tap": exit_tap, "fields": fields,
+               "token_vectors": token_vectors}
+    return get_feature_sets(enc, source, [request], templates_name, templates, cache_dir=cache_dir,
+                            batch_size=batch_size, device=device, progress=progress, dtype=dtype,
+                            workers=workers)[0]
+
+
+def get_feature_sets(enc: LoadedEncoder, source: ImageSource, requests: list[dict], templates_name: str,
+                     templates: list[str], cache_dir: Path = DEFAULT_CACHE_DIR, batch_size: int = 64,
+                     device: str = "cpu", progress: bool = True, dtype: str = "float32",
+                     workers: int | None = None) -> list[FeatureSet]:
+    """:func:`get_features` for several stores of one split (e.g. the INT8 store and the FP32 teacher's):
+    each request a dict of ``precision`` and optionally ``tokens``, ``exit_tap``, ``fields``,
+    ``token_vectors``. The stores missing from the cache are built in one pass over the images (decoded
+    once, each backbone run on every batch); each store is the one :func:`get_features` builds alone."""
     if batch_size <= 0:
         raise InputError(f"--batch-size {batch_size}: must be a positive integer")
-    if fields not in FIELDS:
-        raise InputError(f"fields {fields!r}: allowed: {', '.join(FIELDS)}")
     if dtype not in STORE_DTYPES:
         raise InputError(f"--store-dtype {dtype!r}: allowed: {', '.join(STORE_DTYPES)}")
     cache_dir = Path(cache_dir)
-    prepared = _prepared(enc, precision)
-    if tokens is not None:
-        tokens.check(enc.geometry.depth)
-    if exit_tap is not None:
-        exit_tap.check(enc.geometry.depth)
-    key = cache_key(enc, prepared, source, templates, tokens, exit_tap, fields, dtype, token_vectors)
-    path = cache_paths(cache_dir, enc, prepared, source, tokens, exit_tap, fields, dtype, token_vectors)
-    hit = open_store(path, key)
-    if hit is not None:
-        return hit
+    plans, sets = [], []
+    for r in requests:
+        fields, tokens, exit_tap = r.get("fields", "all"), r.get("tokens"), r.get("exit_tap")
+        token_vectors = r.get("token_vectors", 0)
+        if fields not in FIELDS:
+            raise InputError(f"fields {fields!r}: allowed: {', '.join(FIELDS)}")
+        prepared = _prepared(enc, r["precision"])
+        for t in (tokens, exit_tap):
+            if t is not None:
+                t.check(enc.geometry.depth)
+        key = cache_key(enc, prepared, source, templates, tokens, exit_tap, fields, dtype, token_vectors)
+        path = cache_paths(cache_dir, enc, prepared, source, tokens, exit_tap, fields, dtype, token_vectors)
+        plans.append((prepared, tokens, exit_tap, fields, token_vectors, key, path))
+        sets.append(open_store(path, key))
+    missing = [i for i, fs in enumerate(sets) if fs is None]
+    if not missing:
+        return sets
     t0 = time.time()
     enc.model.to(device)
     text_emb, _ = text_embeddings(enc, source.classes, templates, cache_dir / "text", device=device,
                                   progress=progress)
-    V = min(int(token_vectors), len(source)) if tokens is not None else 0
-    specs = _array_specs(enc.geometry, len(source), fields, dtype, tokens, V, len(source.classes))
-    with StoreWriter(path, specs) as w:
-        counts = extract(enc, source, text_emb, w, batch_size=batch_size, device=device, progress=progress,
-                         prepared=prepared, tokens=tokens, exit_tap=exit_tap, fields=fields, token_vectors=V,
-                         workers=workers)
-        meta = {
-            "key": key,
-            "model": enc.name,
-            "pretrained": enc.pretrained,
-            "precision": prepared.recipe.name,
-            "recipe": prepared.descriptor(),
-            "engine": prepared.engine,
-            "calibration_file": prepared.calibration_path,
-            "dataset": source.name,
-            "data": source.descriptor,
-            "classes": source.classes,
-            "templates": templates_name,
-            "num_templates": len(templates),
-            "logit_scale": float(enc.model.logit_scale.detach().exp()),
-            "geometry": enc.geometry.to_dict(),
-            "blocks": list(range(1, enc.geometry.depth + 1)),
-            "fields": fields,
-            "dtype": dtype,
-            "seconds": round(time.time() - t0, 2),
-        }
-        if tokens is not None:
-            meta["tokens"] = {**tokens.descriptor(), "quantization_point": TokenTap.QUANTIZATION_POINT,
-                              "token_vectors": V,
-                              "saturated_fraction": {str(L): counts["saturated"][L] / max(1, counts["elements"])
-                                                     for L in tokens.layers}}
-        st = w.commit(meta)
-    return FeatureSet(st, st.meta, path, hit=False)
+    with contextlib.ExitStack() as stack:
+        jobs = []
+        for i in missing:
+            prepared, tokens, _, fields, token_vectors, _, path = plans[i]
+            V = min(int(token_vectors), len(source)) if tokens is not None else 0
+            specs = _array_specs(enc.geometry, len(source), fields, dtype, tokens, V, len(source.classes))
+            writer = stack.enter_context(StoreWriter(path, specs))
+            jobs.append(_StoreJob(enc, source, text_emb, writer, device, prepared, tokens, plans[i][2], fields, V))
+        counts = _run_jobs(enc, source, jobs, batch_size, device, progress, workers)
+        for i, job, c in zip(missing, jobs, counts):
+            sets[i] = _commit(job, plans[i][5], dtype, templates_name, templates, c, time.time() - t0)
+    return sets
+
+
+def _commit(job: _StoreJob, key: dict, dtype: str, templates_name: str, templates: list[str], counts: dict,
+            seconds: float) -> FeatureSet:
+    """Write the store's metadata and move it into place."""
+    enc, prepared, source, tokens = job.enc, job.prepared, job.source, job.tokens
+    meta = {
+        "key": key,
+        "model": enc.name,
+        "pretrained": enc.pretrained,
+        "precision": prepared.recipe.name,
+        "recipe": prepared.descriptor(),
+        "engine": prepared.engine,
+        "calibration_file": prepared.calibration_path,
+        "dataset": source.name,
+        "data": source.descriptor,
+        "classes": source.classes,
+        "templates": templates_name,
+        "num_templates": len(templates),
+        "logit_scale": float(enc.model.logit_scale.detach().exp()),
+        "geometry": enc.geometry.to_dict(),
+        "blocks": list(range(1, enc.geometry.depth + 1)),
+        "fields": job.fields,
+        "dtype": dtype,
+        "seconds": round(seconds, 2),
+    }
+    if tokens is not None:
+        meta["tokens"] = {**tokens.descriptor(), "quantization_point": TokenTap.QUANTIZATION_POINT,
+                          "token_vectors": job.V,
+                          "saturated_fraction": {str(L): counts["saturated"][L] / max(1, counts["elements"])
+                                                 for L in tokens.layers}}
+    st = job.writer.commit(meta)
+    return FeatureSet(st, st.meta, job.writer.path, hit=False)
 
 
 TOKEN_VECTORS = 1000  # eval images whose exit-tap codes are stored whole (C-simulation and RTL vectors)

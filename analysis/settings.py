@@ -144,6 +144,9 @@ class ExitsCfg(_Section):
     lr: float = Field(_HEADS.lr, gt=0)
     head_batch_size: int = Field(_HEADS.batch_size, gt=0)
     distill_weight: float = Field(_HEADS.distill_weight, ge=0)
+    head_dtype: Literal["float32", "bfloat16"] = Field(
+        _HEADS.dtype, description="compute dtype of the heads' matmuls; bfloat16: mixed precision (float32 master "
+                                  "weights and Adam), for GPUs and CPUs with AMX or AVX512-BF16")
     gate_l2: float = Field(1e-3, ge=0)
     gating_fraction: float = Field(0.8, gt=0, le=1)
     exit_layers: Optional[str] = Field(None, description="e.g. '8,10,11'; default: INR pruning")

@@ -253,10 +253,10 @@ def features(session: Session, model: ModelCfg, precision: PrecisionCfg, data: D
              calibration: str | Path | None = None, roles=("train", "teacher", "gating", "eval", "eval-fp32"),
              sources: dict | None = None) -> list[dict]:
     """Build (or reuse) the feature store of every split and precision the later steps read: one backbone
-    pass each, the exit-tap sums from the same pass. ``roles``: train (INT8, exit tap), teacher (train,
+    pass each, the exit-tap sums from the same pass, a split's images decoded once for all its stores. ``roles``: train (INT8, exit tap), teacher (train,
     FP32 embedding), gating (INT8, exit tap), eval (INT8, exit tap + token vectors), eval-fp32 (eval, FP32
     baseline). Returns one manifest entry per store (split, role, data, precision, content key)."""
-    from analysis.features import get_features, split_request
+    from analysis.features import get_feature_sets, split_request
 
     enc = session.encoder(model)
     depth = enc.geometry.depth
@@ -270,15 +270,19 @@ def features(session: Session, model: ModelCfg, precision: PrecisionCfg, data: D
     plan = {"train": ("train", prepared, "train"), "teacher": ("train", None, "teacher"),
             "gating": ("gating", prepared, "gating"), "eval": ("eval", prepared, "eval"),
             "eval-fp32": ("eval", None, "teacher")}
-    manifest = []
+    by_split: dict[str, list] = {}  # the stores of one split are built in one pass over its images
     for name in roles:
         split, prec, role = plan[name]
-        prec = prec if prec is not None else session.fp32(enc)
-        fs = get_features(enc, sources[split], prec, tname, templates, **split_request(role, tap, depth),
-                          **session.store_kwargs())
-        manifest.append({"split": split, "role": role, "data": sources[split].name, "precision": prec.tag,
-                         "key": fs.meta["key"]})
-        session.log(f"  {'reused' if fs.hit else 'built'} {fs.path}")
+        by_split.setdefault(split, []).append((role, prec if prec is not None else session.fp32(enc)))
+    manifest = []
+    for split, wanted in by_split.items():
+        sets = get_feature_sets(enc, sources[split], [{"precision": prec, **split_request(role, tap, depth)}
+                                                      for role, prec in wanted], tname, templates,
+                                **session.store_kwargs())
+        for (role, prec), fs in zip(wanted, sets):
+            manifest.append({"split": split, "role": role, "data": sources[split].name, "precision": prec.tag,
+                             "key": fs.meta["key"]})
+            session.log(f"  {'reused' if fs.hit else 'built'} {fs.path}")
     return manifest
 
 
@@ -316,7 +320,7 @@ def train_exits(session: Session, model: ModelCfg, precision: PrecisionCfg, data
     3-feature gates on the gating split: the policy folder ``out`` (policy.json, policy.safetensors,
     gating.safetensors). Returns the loaded :class:`exitlogic.artifacts.Policy`."""
     from analysis.exits import train_exits as _train
-    from analysis.features import get_features, split_request
+    from analysis.features import get_feature_sets, get_features, split_request
     from exitlogic.artifacts import load_policy
     from exitlogic.heads import HeadTrainConfig
     from exitlogic.pruning import parse_exit_layers
@@ -342,9 +346,9 @@ def train_exits(session: Session, model: ModelCfg, precision: PrecisionCfg, data
     prepared = session.recipe(enc, precision, calibration, data)
     kw = session.store_kwargs()
     tap = exit_tap(session, enc, prepared, data) if use_exit_tap else None
-    train_fs = get_features(enc, train_src, prepared, tname, templates, **split_request("train", tap, depth), **kw)
-    teacher_fs = get_features(enc, train_src, session.fp32(enc), tname, templates,
-                              **split_request("teacher", None, depth), **kw)
+    train_fs, teacher_fs = get_feature_sets(enc, train_src, [
+        {"precision": prepared, **split_request("train", tap, depth)},
+        {"precision": session.fp32(enc), **split_request("teacher", None, depth)}], tname, templates, **kw)
     gating_fs = get_features(enc, gating_src, prepared, tname, templates, **split_request("gating", tap, depth), **kw)
     session.log(f"features ready in {time.time() - t0:.1f} s (train {len(train_src)}, gating {len(gating_src)})")
     inr = None
@@ -355,7 +359,7 @@ def train_exits(session: Session, model: ModelCfg, precision: PrecisionCfg, data
             session.log(f"QIRC profile on the calibration images -> {profile_json}")
         inr = read_inr(profile_json, depth)
     cfg = HeadTrainConfig(epochs=exits.epochs, lr=exits.lr, batch_size=exits.head_batch_size,
-                          distill_weight=exits.distill_weight)
+                          distill_weight=exits.distill_weight, dtype=exits.head_dtype)
     provenance = {"model": enc.name, "pretrained": enc.pretrained, "precision": recipe.name,
                   "recipe": prepared.descriptor(), "calibration_file": prepared.calibration_path,
                   "templates": tname, "exit_tap": None if tap is None else {
@@ -439,7 +443,7 @@ def exit_report(session: Session, policy_dir: str | Path, out: str | Path, model
     seed: ``out/trace.csv`` (+ ``trace.meta.json``), ``out/results.json`` and the plots. Returns results."""
     from analysis.data.sources import open_source
     from analysis.exits import exit_report as _report
-    from analysis.features import get_features, split_request
+    from analysis.features import get_feature_sets, split_request
     from exitlogic.artifacts import check_key
     from quant.tap import TokenTap
 
@@ -453,9 +457,10 @@ def exit_report(session: Session, policy_dir: str | Path, out: str | Path, model
     tap = TokenTap.from_descriptor(tap) if tap else None  # decide on what the exit unit reads
     depth = enc.geometry.depth
     kw = session.store_kwargs()
-    fs = get_features(enc, source, prepared, tname, templates, **split_request("eval", tap, depth), **kw)
+    fs, fp = get_feature_sets(enc, source, [{"precision": prepared, **split_request("eval", tap, depth)},
+                                            {"precision": session.fp32(enc), **split_request("teacher", None, depth)}],
+                              tname, templates, **kw)
     check_key(policy, fs.meta["key"], str(fs.path))
-    fp = get_features(enc, source, session.fp32(enc), tname, templates, **split_request("teacher", None, depth), **kw)
     return _report(policy, fs, fp, Path(out))
 
 

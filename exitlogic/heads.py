@@ -17,8 +17,10 @@ GELU is the exact (erf) GELU. Supervision:
 The heads of all blocks (and of several variants: SSA/CLS, hard/distill) are trained at once
 as one stacked module (parameters [H, ...]); heads share the minibatch order but no parameters,
 the loss is the sum of the per-head losses, and Adam's update is per element, so each head
-trains as it would alone with the same minibatches. Training runs on the CPU (or ``device``) in float32,
-minibatch by minibatch from the feature store (memory independent of n).
+trains as it would alone with the same minibatches. Training runs on the CPU (or ``device``),
+minibatch by minibatch from the feature store (memory independent of n), head-major ([H, b, d]: one
+batched matmul per layer over all heads), in float32 or with bfloat16 matmuls (``HeadTrainConfig.dtype``).
+Inference (:meth:`StackedHeads.forward`, :func:`head_outputs`) is float32.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from exitlogic.head_config import HeadTrainConfig  # noqa: F401  (the training d
 from quant.geometry import ExitHeadGeometry
 
 SUPERVISIONS = ("hard", "distill")
+HEAD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # keys: HeadTrainConfig.dtype
 HEAD_KINDS = ("ssa", "cls")
 LN_EPS = 1e-5
 
@@ -68,10 +71,17 @@ class StackedHeads(nn.Module):
         self.fc2_bias = nn.Parameter(uniform("fc2.bias", head.hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = _layer_norm(x) * self.ln_weight + self.ln_bias
-        h = torch.einsum("nld,lod->nlo", h, self.fc1_weight) + self.fc1_bias
-        h = F.gelu(h)
-        return torch.einsum("nld,lod->nlo", h, self.fc2_weight) + self.fc2_bias
+        return self.embed(_layer_norm(x).transpose(0, 1)).transpose(0, 1)
+
+    def embed(self, x_norm: torch.Tensor, fc=None) -> torch.Tensor:
+        """Head-major form of :meth:`forward`: x_norm [D, n, d], the features already LayerNorm'd without
+        affine (:func:`_layer_norm`) -> u [D, n, e] in float32. ``fc(h, i)`` computes fc layer i (0: fc1,
+        1: fc2); default: float32 with this module's parameters (training passes its own)."""
+        if fc is None:
+            layers = ((self.fc1_weight, self.fc1_bias), (self.fc2_weight, self.fc2_bias))
+            fc = lambda h, i: _linear(h, layers[i][1], layers[i][0])  # noqa: E731
+        h = x_norm * self.ln_weight[:, None] + self.ln_bias[:, None]
+        return fc(F.gelu(fc(h, 0)), 1).float()
 
     def layer_params(self, layer: int) -> dict[str, np.ndarray]:
         """float32 numpy parameters of the head at block ``layer`` (torch layout: weights [out, in])."""
@@ -116,6 +126,11 @@ class StackedHeads(nn.Module):
         return m
 
 
+def _linear(x: torch.Tensor, bias: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x [H, n, i] @ w [H, o, i]^T + bias [H, o] -> [H, n, o] (one batched matmul over the heads)."""
+    return torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
+
+
 def _layer_norm(x: torch.Tensor) -> torch.Tensor:
     """LayerNorm without affine over the last axis (biased variance, eps 1e-5), like nn.LayerNorm."""
     return F.layer_norm(x, (x.shape[-1],), eps=LN_EPS)
@@ -127,56 +142,59 @@ def _rows(array, rows: np.ndarray, device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array[rows], dtype=np.float32)).to(device)
 
 
-class _Adam:
-    """``torch.optim.Adam(params, lr, weight_decay=...)`` (betas 0.9, 0.999, eps 1e-8, the single-tensor
-    path the CPU takes) step for step, the same operations on the same values, so bit for bit the same
-    parameters (tested ``==``); the denominator is computed in a buffer kept between steps instead of two
-    fresh tensors the size of the parameters per step (no allocation, no page faults)."""
+class _StackedLinear(torch.autograd.Function):
+    """The training step's batched linear layer y [H, b, o] = x [H, b, i] @ w [H, o, i]^T + bias [H, o] (all in
+    the compute dtype). Its weight gradient is not returned to autograd: backward writes it into ``wgrad``, a
+    buffer of ``w``'s shape kept across steps, and from there into ``master_grad`` (the float32 parameter's
+    ``.grad``; the same tensor when computing in float32). A fresh weight gradient every step would be a
+    new allocation of tens of MB, which the allocator maps afresh and the kernel faults in page by page."""
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = list(params)
-        self.lr, self.weight_decay, self.eps = float(lr), float(weight_decay), float(eps)
-        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.denom = [torch.empty_like(p, memory_format=torch.preserve_format) for p in self.params]
-        self.steps = 0
+    @staticmethod
+    def forward(ctx, x, bias, w, wgrad, master_grad):
+        ctx.save_for_backward(x, w)
+        ctx.wgrad, ctx.master_grad = wgrad, master_grad
+        return _linear(x, bias, w)
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        step = float(self.steps)  # torch keeps a float32 step tensor and reads it with .item()
-        bias_correction1 = 1 - self.beta1 ** step
-        bias_correction2 = 1 - self.beta2 ** step
-        step_size = self.lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
-        for p, exp_avg, exp_avg_sq, denom in zip(self.params, self.exp_avg, self.exp_avg_sq, self.denom):
-            grad = p.grad
-            if grad is None:
-                continue
-            if self.weight_decay != 0:
-                grad = grad.add(p, alpha=self.weight_decay)
-            exp_avg.lerp_(grad, 1 - self.beta1)
-            exp_avg_sq.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
-            torch.sqrt(exp_avg_sq, out=denom)  # torch: (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-            denom.div_(bias_correction2_sqrt).add_(self.eps)
-            p.addcdiv_(exp_avg, denom, value=-step_size)
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        gx = torch.bmm(gy, w) if ctx.needs_input_grad[0] else None
+        torch.bmm(gy.transpose(1, 2), x, out=ctx.wgrad)  # [H, o, b] @ [H, b, i]: the parameter's own layout
+        if ctx.wgrad is not ctx.master_grad:
+            ctx.master_grad.copy_(ctx.wgrad)
+        return gx, gy.sum(1), None, None, None
 
 
-def _weights_in_input_major_layout(heads: StackedHeads) -> None:
-    """Store the fc weights [H, out, in] with ``in`` as the middle memory axis (the same values, a transposed
-    memory layout): the weight gradients of the batched matmuls come out in that layout, so autograd takes
-    them as they are instead of copying them into the parameter's layout every step."""
-    with torch.no_grad():
-        for name in ("fc1_weight", "fc2_weight"):
-            w = getattr(heads, name)
-            t = torch.empty(w.shape[0], w.shape[2], w.shape[1], dtype=w.dtype, device=w.device).transpose(1, 2)
-            t.copy_(w)
-            setattr(heads, name, nn.Parameter(t))
+class _TrainingLayers:
+    """The fc layers of a :class:`StackedHeads` as the training step computes them, in ``dtype``.
+
+    float32: the parameters themselves. bfloat16 (mixed precision): the float32 parameters stay the
+    master copy that Adam updates; before each step they are copied into bfloat16 buffers, the layers'
+    matmuls run in bfloat16 (the bias, LayerNorm, GELU input and the loss as torch's autocast keeps them)
+    and the weight gradients are rounded back into float32 ``.grad`` buffers."""
+
+    def __init__(self, heads: StackedHeads, dtype: torch.dtype):
+        self.dtype = dtype
+        self.layers = []
+        for name in ("fc1", "fc2"):
+            w, b = getattr(heads, f"{name}_weight"), getattr(heads, f"{name}_bias")
+            w.grad = torch.zeros_like(w)
+            if dtype == torch.float32:
+                compute, wgrad = w.detach(), w.grad
+            else:
+                compute, wgrad = torch.empty_like(w, dtype=dtype), torch.empty_like(w, dtype=dtype)
+            self.layers.append((w, b, compute, wgrad))
+
+    def refresh(self) -> None:
+        """Copy the master weights into the compute buffers (after each optimiser step)."""
+        if self.dtype != torch.float32:
+            with torch.no_grad():
+                for w, _, compute, _ in self.layers:
+                    compute.copy_(w)
+
+    def __call__(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        w, b, compute, wgrad = self.layers[i]
+        return _StackedLinear.apply(h.to(self.dtype), b.to(self.dtype), compute, wgrad, w.grad)
 
 
 def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], labels: np.ndarray,
@@ -195,7 +213,8 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
     :class:`StackedHeads` per group.
 
     Each minibatch's rows are read once per source key (groups on the same key share them); the
-    optimiser is Adam (:class:`_Adam`, bit for bit ``torch.optim.Adam``).
+    optimiser is ``torch.optim.Adam`` (fused: one pass over each parameter per step). ``cfg.dtype``
+    ``bfloat16`` runs the fc matmuls in bfloat16 with float32 master weights (:class:`_TrainingLayers`).
     """
     for key, sup in groups:
         if sup not in SUPERVISIONS:
@@ -208,14 +227,18 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
         raise ValueError(f"features of width {d} and text embeddings of width {text_embeddings.shape[1]} do not "
                          f"fit the exit head d = {head.width}, e = {head.embed_dim}")
     G = len(groups)
+    dtype = HEAD_DTYPES.get(cfg.dtype)
+    if dtype is None:
+        raise ValueError(f"head dtype {cfg.dtype!r}; allowed: {', '.join(HEAD_DTYPES)}")
     torch.manual_seed(seed)
     heads = StackedHeads(list(range(G * D)), head, seed=seed).to(device)
-    _weights_in_input_major_layout(heads)
-    opt = _Adam(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fc = _TrainingLayers(heads, dtype)
+    opt = torch.optim.Adam(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     Y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     T = F.normalize(torch.from_numpy(np.asarray(text_embeddings, np.float32)).to(device), dim=-1)
+    T = (logit_scale * T).to(dtype)  # logits = u @ (logit_scale * T)^T: the scale folded into the class embeddings
     distill = torch.tensor([sup == "distill" for _, sup in groups for _ in range(D)], dtype=torch.float32,
-                           device=device)
+                           device=device)[:, None]
     use_teacher = teacher is not None and bool(distill.any())
     keys = [k for k, _ in groups]
     g = torch.Generator().manual_seed(seed + 1)
@@ -227,21 +250,24 @@ def train_heads(sources: dict[str, np.ndarray], groups: list[tuple[str, str]], l
         for start in range(0, n, cfg.batch_size):
             rows = order[start:start + cfg.batch_size].numpy()
             idx = torch.from_numpy(rows).to(device)
-            read = {k: _rows(sources[k], rows, device) for k in dict.fromkeys(keys)}  # each key's rows once
-            xb = torch.cat([read[k] for k in keys], dim=1)  # [b, G*D, d]
-            u = F.normalize(heads(xb), dim=-1)  # [b, G*D, e]
-            logits = logit_scale * torch.einsum("nle,ke->nlk", u, T)
-            loss = F.cross_entropy(logits.reshape(-1, T.shape[0]), Y[idx].repeat_interleave(G * D),
-                                   reduction="sum") / len(idx)
+            normed = {k: _layer_norm(_rows(sources[k], rows, device).transpose(0, 1)) for k in dict.fromkeys(keys)}
+            x = torch.cat([normed[k] for k in keys])  # [G*D, b, d]: each key's rows read and normalised once
+            fc.refresh()
+            u = F.normalize(heads.embed(x, fc), dim=-1)  # [G*D, b, e]
+            logits = (u.to(dtype).reshape(-1, u.shape[-1]) @ T.t()).float()  # [G*D*b, K]
+            loss = F.cross_entropy(logits, Y[idx].repeat(G * D), reduction="sum") / len(idx)
             if use_teacher:
-                cos = torch.einsum("nle,ne->nl", u, F.normalize(_rows(teacher, rows, device), dim=-1))
-                loss = loss + cfg.distill_weight * ((1.0 - cos) * distill).sum(1).mean()
-            opt.zero_grad()
+                cos = torch.einsum("lne,ne->ln", u, F.normalize(_rows(teacher, rows, device), dim=-1))
+                loss = loss + cfg.distill_weight * ((1.0 - cos) * distill).sum(0).mean()
+            for p in (heads.ln_weight, heads.ln_bias, heads.fc1_bias, heads.fc2_bias):
+                p.grad = None  # the fc weights' .grad are overwritten by _StackedLinear
             loss.backward()
             opt.step()
             bar.update(1)
     bar.close()
     heads.eval()
+    for p in heads.parameters():
+        p.grad = None
     heads = heads.cpu()
     return [heads.select(list(range(i * D, (i + 1) * D)), layers) for i in range(G)]
 

@@ -185,3 +185,39 @@ def test_batch_summaries_bit_for_bit_the_definition():
         z = torch.cat([tokens[2].reshape(-1), torch.tensor([3e38, -3e38, 1e-45, -1e-45, 0.0, -0.0])])
         ref = torch.clamp(torch.round(z.double() * 2.0 ** -e), -128, 127).to(torch.int8)
         assert torch.equal(tap_quantize(z, e), ref)
+
+
+def test_stores_of_one_split_built_in_one_pass_equal_the_stores_built_alone(tmp_path, tiny_random, monkeypatch):
+    """get_feature_sets decodes a split once for its INT8 (exit tap, token sums and vectors) and FP32 stores;
+    each store equals, file for file, the one get_features builds alone; a cached store is not rebuilt."""
+    import analysis.features as F
+    from analysis.features import get_feature_sets, split_request
+    from quant.prepare import prepare_recipe
+    from quant.tap import TokenTap
+
+    depth = tiny_random.geometry.depth
+    src = open_source("procedural", "gating", 11)
+    name, t = resolve_templates("paper")
+    from analysis.data.loader import calibration_images
+
+    int8 = prepare_recipe(tiny_random, "w8a8", calib_images=calibration_images(tiny_random, n=16))
+    fp32 = prepare_recipe(tiny_random, "fp32")
+    tap = TokenTap(list(range(1, depth + 1)), {L: -3 for L in range(1, depth + 1)})
+    reqs = [{"precision": int8, **split_request("eval", tap, depth, token_vectors=3)},
+            {"precision": fp32, **split_request("teacher", None, depth)}]
+    decodes = []
+    real = F.image_batches
+    monkeypatch.setattr(F, "image_batches", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    both = get_feature_sets(tiny_random, src, reqs, name, t, tmp_path / "pair", batch_size=4, progress=False)
+    assert len(decodes) == 1 and not any(fs.hit for fs in both)
+    alone = [get_features(tiny_random, src, r["precision"], name, t, tmp_path / "alone", batch_size=4,
+                          progress=False, **{k: v for k, v in r.items() if k != "precision"}) for r in reqs]
+    assert len(decodes) == 3
+    for a, b in zip(both, alone):
+        files = sorted(p.name for p in a.path.iterdir() if p.suffix == ".npy")
+        assert files == sorted(p.name for p in b.path.iterdir() if p.suffix == ".npy") and "final_embedding.npy" in files
+        assert all((a.path / f).read_bytes() == (b.path / f).read_bytes() for f in files)
+        assert a.meta["key"] == b.meta["key"]
+    assert "tap_tokens.npy" in {p.name for p in both[0].path.iterdir()}
+    again = get_feature_sets(tiny_random, src, reqs, name, t, tmp_path / "pair", batch_size=4, progress=False)
+    assert all(fs.hit for fs in again) and len(decodes) == 3

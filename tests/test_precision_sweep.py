@@ -81,15 +81,13 @@ def test_sweep_shares_one_fp32_build(tmp_path, monkeypatch):
     from analysis.settings import DataCfg, ExitsCfg, ModelCfg, PrecisionCfg, RuntimeCfg, ThresholdsCfg
 
     built = []
-    real = F.get_features
+    real = F._commit  # every store built is committed once
 
-    def counted(enc, source, prepared, *a, **kw):
-        fs = real(enc, source, prepared, *a, **kw)
-        if not fs.hit:
-            built.append((prepared.tag, source.name))
-        return fs
+    def counted(job, *a, **kw):
+        built.append((job.prepared.tag, job.source.name))
+        return real(job, *a, **kw)
 
-    monkeypatch.setattr(F, "get_features", counted)
+    monkeypatch.setattr(F, "_commit", counted)
     s = wf.Session(RuntimeCfg(cache_dir=str(tmp_path / "cache"), workers=0), progress=False, log=lambda m: None)
     data = DataCfg(train_n=160, gating_n=96, eval_n=96, profile_n=32)
     doc = wf.precision_sweep(s, ModelCfg(), PrecisionCfg(calib_n=32), data, ExitsCfg(seeds=1, epochs=1),

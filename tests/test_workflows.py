@@ -21,7 +21,8 @@ def test_train_exits_flag_defaults_are_the_schema_defaults():
     args = build_parser().parse_args(["train-exits", "--out", "x"])
     assert from_args(ExitsCfg, args, EXITS_FLAGS) == ExitsCfg()
     h = HeadTrainConfig()
-    assert (ExitsCfg().epochs, ExitsCfg().lr, ExitsCfg().head_batch_size) == (h.epochs, h.lr, h.batch_size)
+    assert (ExitsCfg().epochs, ExitsCfg().lr, ExitsCfg().head_batch_size, ExitsCfg().head_dtype) == \
+        (h.epochs, h.lr, h.batch_size, h.dtype)
 
 
 def test_flag_errors_name_the_flag():
