@@ -345,10 +345,10 @@ def bench_heads(setup, base, repeats: int, log=print) -> dict:
             times.setdefault(f"gating outputs {which}", []).append(dt)
         if r == 0:  # how far the trained parameters are from the float32 ones of this tree
             ref = [p for h in trained["new"] for p in h.parameters()]
-            scale = max(float(p.abs().max()) for p in ref)
+            scale = max(float(p.detach().abs().max()) for p in ref)
             for which in trained:
                 if which != "new":
-                    diff = max(float((a - b).abs().max()) for a, b in
+                    diff = max(float((a - b).detach().abs().max()) for a, b in
                                zip(ref, [p for h in trained[which] for p in h.parameters()]))
                     res[f"max_abs_diff {which}"] = diff
                     log(f"heads: parameters of {which} vs new (float32): max |diff| {diff:.3g} (max |p| {scale:.3g})")
