@@ -23,6 +23,7 @@ idempotent.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from dataclasses import dataclass
@@ -177,7 +178,9 @@ CUSTOM_LAYERS: dict[str, CustomLayer] = {c.name: c for c in (SSA_MEAN, LAYER_NOR
 
 # ---- PyTorch leaf modules (shape-only forwards: the numbers come from the fixed-point model) ----------
 
-def _modules() -> dict:
+@functools.cache
+def modules() -> dict:
+    """{class name: torch module class} (built once, lazily: torch is imported only when blocks are made)."""
     from hls4ml.utils.torch import HLS4MLModule
 
     def make(desc: CustomLayer):
@@ -195,20 +198,11 @@ def _modules() -> dict:
     return {name: make(desc) for name, desc in CUSTOM_LAYERS.items()}
 
 
-_MODULES = None
-
-
-def modules() -> dict:
-    """{class name: torch module class} (built lazily: torch is imported only when blocks are made)."""
-    global _MODULES
-    if _MODULES is None:
-        _MODULES = _modules()
-    return _MODULES
-
-
 # ---- hls4ml IR layers ---------------------------------------------------------------------------------
 
+@functools.cache
 def _layers() -> dict:
+    """{class name: hls4ml IR layer class} (built once, lazily)."""
     from hls4ml.model.attributes import Attribute, ConfigurableAttribute, TypeAttribute, WeightAttribute
     from hls4ml.model.layers import Layer
 
@@ -229,16 +223,6 @@ def _layers() -> dict:
         return type(desc.name, (_Lraee,), {"_expected_attributes": attrs, "desc": desc})
 
     return {name: make(desc) for name, desc in CUSTOM_LAYERS.items()}
-
-
-_LAYERS = None
-
-
-def _layers_cache() -> dict:
-    global _LAYERS
-    if _LAYERS is None:
-        _LAYERS = _layers()
-    return _LAYERS
 
 
 # ---- converter handler --------------------------------------------------------------------------------
@@ -279,7 +263,7 @@ def _unit_struct(node) -> str:
 def _templates(desc: CustomLayer) -> list:
     from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
 
-    layer_cls = _layers_cache()[desc.name]
+    layer_cls = _layers()[desc.name]
 
     class Config(LayerConfigTemplate):
         def __init__(self):
@@ -319,7 +303,7 @@ def register() -> None:
 
     templates = []
     for name, desc in CUSTOM_LAYERS.items():
-        hls4ml.model.layers.register_layer(name, _layers_cache()[name])
+        hls4ml.model.layers.register_layer(name, _layers()[name])
         if name not in layer_handlers:
             hls4ml.converters.register_pytorch_layer_handler(name, _handler(desc))
         templates += _templates(desc)

@@ -39,6 +39,24 @@ def run_cli(capsys):
     return _run
 
 
+@pytest.fixture()
+def broken_tools(tmp_path, monkeypatch):
+    """``broken_tools("g++", ...)`` puts executables of those names first on PATH: each prints
+    ``fake NAME: error: deliberately broken`` to stderr and exits 1 (a tool that runs and fails)."""
+    import os
+
+    def _install(*names: str) -> None:
+        b = tmp_path / "fakebin"
+        b.mkdir(exist_ok=True)
+        for n in names:
+            f = b / n
+            f.write_text(f"#!/bin/sh\necho 'fake {n}: error: deliberately broken' >&2\nexit 1\n")
+            f.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{b}{os.pathsep}{os.environ['PATH']}")
+
+    return _install
+
+
 SMALL_POLICY_ARGS = ["--train-n", "400", "--gating-n", "300", "--epochs", "2", "--seeds", "2", "--no-progress"]
 
 

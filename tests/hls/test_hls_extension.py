@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from pathlib import Path
 
@@ -65,19 +64,8 @@ def test_head_block_sizes_come_from_the_exit_head_geometry(compiled, hls_world):
                        "fc1": None, "gelu": "exitlogic.fixedpoint.stages.gelu", "fc2": None}
 
 
-def _fake_tools(tmp_path: Path, names: tuple) -> str:
-    """A folder of executables named ``names`` that print an error and exit 1; returns the new PATH."""
-    b = tmp_path / "fakebin"
-    b.mkdir()
-    for n in names:
-        f = b / n
-        f.write_text(f"#!/bin/sh\necho 'fake {n}: error: deliberately broken' >&2\nexit 1\n")
-        f.chmod(0o755)
-    return f"{b}{os.pathsep}{os.environ['PATH']}"
-
-
-def test_failing_gpp_is_one_line_naming_the_tool_and_its_log(run_cli, hls_world, tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", _fake_tools(tmp_path, ("g++",)))
+def test_failing_gpp_is_one_line_naming_the_tool_and_its_log(run_cli, hls_world, tmp_path, broken_tools):
+    broken_tools("g++")
     out = tmp_path / "o"
     rc, _, err = run_cli("hls", "--policy", hls_world["policy_dir"], "--out", out, "--tokens", "derived",
                          "--cache-dir", hls_world["cache"], "--vectors", 4, "--layers", hls_world["layer"],

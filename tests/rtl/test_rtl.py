@@ -360,22 +360,9 @@ def test_const_dense_formula_on_recorded_yosys_counts():
     assert zero["ff"] < pow2["ff"] < odd["ff"] and zero["lut"] < pow2["lut"]
 
 
-def _fake_tools(tmp_path: Path, names: tuple) -> str:
-    """A folder of executables named ``names`` that print an error and exit 1; returns the new PATH."""
-    import os
-
-    b = tmp_path / "fakebin"
-    b.mkdir()
-    for n in names:
-        f = b / n
-        f.write_text(f"#!/bin/sh\necho 'fake {n}: error: deliberately broken' >&2\nexit 1\n")
-        f.chmod(0o755)
-    return f"{b}{os.pathsep}{os.environ['PATH']}"
-
-
-def test_failing_verilator_build_is_one_line_naming_the_tool_and_its_log(run_cli, rtl_world, tmp_path, monkeypatch):
+def test_failing_verilator_build_is_one_line_naming_the_tool_and_its_log(run_cli, rtl_world, tmp_path, broken_tools):
     """The C++ compiler Verilator's make calls fails: one line, exit 2, the log outlives the command."""
-    monkeypatch.setenv("PATH", _fake_tools(tmp_path, ("c++", "g++")))
+    broken_tools("c++", "g++")
     out = tmp_path / "o"
     rc, _, err = run_cli("rtl", "--policy", rtl_world["policy_dir"], "--out", out, "--cache-dir", rtl_world["cache"],
                          "--tokens", "derived", "--vectors", "4", "--layers", str(rtl_world["layer"]), "--blocks",
@@ -387,11 +374,11 @@ def test_failing_verilator_build_is_one_line_naming_the_tool_and_its_log(run_cli
     assert not out.exists() and log.parent.parent.name.startswith(".o.gate_L")  # kept beside --out
 
 
-def test_failing_yosys_names_the_tool_and_its_log(gate_sim, tmp_path, monkeypatch):
+def test_failing_yosys_names_the_tool_and_its_log(gate_sim, tmp_path, broken_tools):
     from rtl.synth import synthesize
     from rtl.tools import ToolFailed
 
-    monkeypatch.setenv("PATH", _fake_tools(tmp_path, ("yosys",)))
+    broken_tools("yosys")
     blk, _ = gate_sim
     v = tmp_path / f"{blk.module}.v"
     v.write_text(blk.verilog)
