@@ -253,9 +253,10 @@ def features(session: Session, model: ModelCfg, precision: PrecisionCfg, data: D
              calibration: str | Path | None = None, roles=("train", "teacher", "gating", "eval", "eval-fp32"),
              sources: dict | None = None) -> list[dict]:
     """Build (or reuse) the feature store of every split and precision the later steps read: one backbone
-    pass each, the exit-tap sums from the same pass, a split's images decoded once for all its stores. ``roles``: train (INT8, exit tap), teacher (train,
-    FP32 embedding), gating (INT8, exit tap), eval (INT8, exit tap + token vectors), eval-fp32 (eval, FP32
-    baseline). Returns one manifest entry per store (split, role, data, precision, content key)."""
+    pass each, the exit-tap sums from the same pass, a split's images decoded once for all its stores.
+    ``roles``: train (INT8, exit tap), teacher (train, FP32 embedding), gating (INT8, exit tap), eval (INT8,
+    exit tap + token vectors), eval-fp32 (eval, FP32 baseline). Returns one manifest entry per store (split,
+    role, data, precision, content key)."""
     from analysis.features import get_feature_sets, split_request
 
     enc = session.encoder(model)
