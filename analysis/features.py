@@ -424,7 +424,8 @@ def get_feature_sets(enc: LoadedEncoder, source: ImageSource, requests: list[dic
                 t.check(enc.geometry.depth)
         key = cache_key(enc, prepared, source, templates, tokens, exit_tap, fields, dtype, token_vectors)
         path = cache_paths(cache_dir, enc, prepared, source, tokens, exit_tap, fields, dtype, token_vectors)
-        plans.append((prepared, tokens, exit_tap, fields, token_vectors, key, path))
+        plans.append({"prepared": prepared, "tokens": tokens, "exit_tap": exit_tap, "fields": fields,
+                      "token_vectors": token_vectors, "key": key, "path": path})
         sets.append(open_store(path, key))
     missing = [i for i, fs in enumerate(sets) if fs is None]
     if not missing:
@@ -436,14 +437,15 @@ def get_feature_sets(enc: LoadedEncoder, source: ImageSource, requests: list[dic
     with contextlib.ExitStack() as stack:
         jobs = []
         for i in missing:
-            prepared, tokens, _, fields, token_vectors, _, path = plans[i]
-            V = min(int(token_vectors), len(source)) if tokens is not None else 0
-            specs = _array_specs(enc.geometry, len(source), fields, dtype, tokens, V, len(source.classes))
-            writer = stack.enter_context(StoreWriter(path, specs))
-            jobs.append(_StoreJob(enc, source, text_emb, writer, device, prepared, tokens, plans[i][2], fields, V))
+            pl = plans[i]
+            V = min(int(pl["token_vectors"]), len(source)) if pl["tokens"] is not None else 0
+            specs = _array_specs(enc.geometry, len(source), pl["fields"], dtype, pl["tokens"], V, len(source.classes))
+            writer = stack.enter_context(StoreWriter(pl["path"], specs))
+            jobs.append(_StoreJob(enc, source, text_emb, writer, device, pl["prepared"], pl["tokens"], pl["exit_tap"],
+                                  pl["fields"], V))
         counts = _run_jobs(enc, source, jobs, batch_size, device, progress, workers)
         for i, job, c in zip(missing, jobs, counts):
-            sets[i] = _commit(job, plans[i][5], dtype, templates_name, templates, c, time.time() - t0)
+            sets[i] = _commit(job, plans[i]["key"], dtype, templates_name, templates, c, time.time() - t0)
     return sets
 
 

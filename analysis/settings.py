@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from common.errors import InputError
 from exitlogic.fixedpoint.search import SEARCH_SAFETY
 from exitlogic.adavit_config import AdaViTConfig
-from exitlogic.head_config import HeadTrainConfig
+from exitlogic.head_config import HEAD_DTYPE_NAMES, HeadTrainConfig
 
 _HEADS = HeadTrainConfig()
 _ADAVIT = AdaViTConfig()
@@ -144,7 +144,7 @@ class ExitsCfg(_Section):
     lr: float = Field(_HEADS.lr, gt=0)
     head_batch_size: int = Field(_HEADS.batch_size, gt=0)
     distill_weight: float = Field(_HEADS.distill_weight, ge=0)
-    head_dtype: Literal["float32", "bfloat16"] = Field(
+    head_dtype: Literal[HEAD_DTYPE_NAMES] = Field(
         _HEADS.dtype, description="compute dtype of the heads' matmuls; bfloat16: mixed precision (float32 master "
                                   "weights and Adam), for GPUs and CPUs with AMX or AVX512-BF16")
     gate_l2: float = Field(1e-3, ge=0)

@@ -55,8 +55,8 @@ class PassTimer:
         path = os.environ.get(ENV)
         if not path:
             return
-        rec = {"pass": self.name, "kind": self.kind, "split": self.split, "stage": _stage, "images": self.images, "forward_s": round(self.forward_s, 4),
-               "wall_s": round(time.perf_counter() - self._t0, 4), "pid": os.getpid()}
+        rec = {"pass": self.name, "kind": self.kind, "split": self.split, "stage": _stage, "images": self.images,
+               "forward_s": round(self.forward_s, 4), "wall_s": round(time.perf_counter() - self._t0, 4), "pid": os.getpid()}
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
 

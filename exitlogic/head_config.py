@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+HEAD_DTYPE_NAMES = ("float32", "bfloat16")  # HeadTrainConfig.dtype's allowed values
+
+
 @dataclass(frozen=True)
 class HeadTrainConfig:
     """Head training settings.

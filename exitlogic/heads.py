@@ -33,11 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from exitlogic.head_config import HeadTrainConfig  # noqa: F401  (the training defaults, torch-free)
+from exitlogic.head_config import HEAD_DTYPE_NAMES, HeadTrainConfig  # noqa: F401  (the training defaults, torch-free)
 from quant.geometry import ExitHeadGeometry
 
 SUPERVISIONS = ("hard", "distill")
-HEAD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # keys: HeadTrainConfig.dtype
+HEAD_DTYPES = {name: getattr(torch, name) for name in HEAD_DTYPE_NAMES}  # HeadTrainConfig.dtype -> torch dtype
 HEAD_KINDS = ("ssa", "cls")
 LN_EPS = 1e-5
 
@@ -77,11 +77,14 @@ class StackedHeads(nn.Module):
         """Head-major form of :meth:`forward`: x_norm [D, n, d], the features already LayerNorm'd without
         affine (:func:`_layer_norm`) -> u [D, n, e] in float32. ``fc(h, i)`` computes fc layer i (0: fc1,
         1: fc2); default: float32 with this module's parameters (training passes its own)."""
-        if fc is None:
-            layers = ((self.fc1_weight, self.fc1_bias), (self.fc2_weight, self.fc2_bias))
-            fc = lambda h, i: _linear(h, layers[i][1], layers[i][0])  # noqa: E731
+        fc = fc or self._fc
         h = x_norm * self.ln_weight[:, None] + self.ln_bias[:, None]
         return fc(F.gelu(fc(h, 0)), 1).float()
+
+    def _fc(self, h: torch.Tensor, i: int) -> torch.Tensor:
+        """fc layer i (0: fc1, 1: fc2) in float32 with this module's parameters."""
+        w, b = (self.fc1_weight, self.fc1_bias) if i == 0 else (self.fc2_weight, self.fc2_bias)
+        return _linear(h, b, w)
 
     def layer_params(self, layer: int) -> dict[str, np.ndarray]:
         """float32 numpy parameters of the head at block ``layer`` (torch layout: weights [out, in])."""

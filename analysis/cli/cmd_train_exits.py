@@ -5,11 +5,12 @@ from pathlib import Path
 
 from analysis.cli.common import add_data_args, add_model_args, add_precision_arg, add_runtime_args, check_out_dir
 from analysis.settings import DataCfg, ExitsCfg, default
+from exitlogic.head_config import HEAD_DTYPE_NAMES
 
 EXITS_FLAGS = {"seeds": "--seeds", "epochs": "--epochs", "lr": "--lr", "head_batch_size": "--head-batch-size",
-               "distill_weight": "--distill-weight", "head_dtype": "--head-dtype", "gate_l2": "--gate-l2", "gating_fraction": "--gating-fraction",
-               "exit_layers": "--exit-layers", "kappa": "--kappa", "viability": "--viability",
-               "max_candidates": "--max-candidates"}
+               "distill_weight": "--distill-weight", "head_dtype": "--head-dtype", "gate_l2": "--gate-l2",
+               "gating_fraction": "--gating-fraction", "exit_layers": "--exit-layers", "kappa": "--kappa",
+               "viability": "--viability", "max_candidates": "--max-candidates"}
 
 
 def register(sub) -> None:
@@ -37,7 +38,7 @@ def register(sub) -> None:
     h.add_argument("--head-batch-size", type=int, default=default(ExitsCfg, "head_batch_size"), help="head minibatch (default %(default)s; paper: 64)")
     h.add_argument("--distill-weight", type=float, default=default(ExitsCfg, "distill_weight"),
                    help="weight of the cosine-embedding loss to the FP32 embedding (default %(default)s)")
-    h.add_argument("--head-dtype", choices=["float32", "bfloat16"], default=default(ExitsCfg, "head_dtype"),
+    h.add_argument("--head-dtype", choices=HEAD_DTYPE_NAMES, default=default(ExitsCfg, "head_dtype"),
                    help="compute dtype of the head matmuls (default %(default)s); bfloat16 = mixed precision with "
                         "float32 master weights, fast on GPUs and CPUs with AMX or AVX512-BF16")
     h.add_argument("--gate-l2", type=float, default=default(ExitsCfg, "gate_l2"), help="L2 penalty of the logistic gates (default %(default)s)")
