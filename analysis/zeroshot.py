@@ -32,11 +32,41 @@ def class_embeddings(model, tokenizer, classnames: list[str], templates: list[st
     bar = tqdm(total=len(prompts), desc="text tower", unit="prompt", disable=not progress)
     for i in range(0, len(prompts), batch_size):
         toks = tokenizer(prompts[i:i + batch_size]).to(device)
-        feats.append(F.normalize(model.encode_text(toks).float(), dim=-1).cpu())
+        feats.append(F.normalize(encode_text(model, toks).float(), dim=-1).cpu())
         bar.update(len(toks))
     bar.close()
     per = torch.cat(feats).reshape(len(classnames), T, -1)
     return F.normalize(per.mean(1), dim=-1)
+
+
+def encode_text(model, text: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(text)`` [B, embed_dim], computed on the shortest prefix of the context that holds
+    every prompt's pooled (end-of-text) token.
+
+    The text tower's attention is causal, so the pooled token's output depends only on the tokens up to it:
+    positions after it (padding, 77 - about 10 of them for ImageNet prompts) are dropped, with the positional
+    embedding and the causal mask cut to the same length. The same sum over the same tokens, about 5x
+    fewer FLOPs; the result equals ``encode_text``'s up to float rounding (tested; bit for bit on the CPU
+    here). Models whose text side is not open_clip's causal CLIP text tower pooled at the end-of-text token,
+    or whose ``encode_text`` is overridden, go through ``encode_text``."""
+    from open_clip.model import CLIP
+    from open_clip.transformer import text_global_pool
+
+    pool = getattr(model, "text_pool_type", None)
+    mask = getattr(model, "attn_mask", None)
+    if (type(model).encode_text is not CLIP.encode_text or "encode_text" in vars(model) or mask is None
+            or pool not in ("argmax", "eos")):
+        return model.encode_text(text)
+    eos = getattr(model, "text_eos_id", None)
+    end = text.argmax(dim=-1) if pool == "argmax" else (text == eos).int().argmax(dim=-1)
+    n = int(end.max()) + 1
+    text = text[:, :n]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(text).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:n, :n]))
+    x = text_global_pool(x, text, pool, eos_token_id=eos)
+    proj = model.text_projection
+    return x if proj is None else (proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj)
 
 
 def text_cache_key(enc, classnames: list[str], templates: list[str]) -> dict:

@@ -85,7 +85,7 @@ def main() -> None:
                 bd = head_block(unit, L, e, opts) if kind == "head" else gate_block(unit, L, opts)
                 buf = io.StringIO()
                 with contextlib.redirect_stdout(buf):
-                    hm = convert(bd, Path(tmp) / f"{label}_{bd.name}", opts)
+                    hm = convert(bd, Path(tmp) / f"{label}_{bd.name}", opts, write=False)  # compile() writes
                     t1 = time.perf_counter()
                     hm.compile()
                     t2 = time.perf_counter()

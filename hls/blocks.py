@@ -451,11 +451,17 @@ def _hls_config(model, input_shape, input_precision, prec, rfs, strategies, opts
     return cfg
 
 
-def convert(block: BlockDef, out_dir, opts: BlockOptions, testbench: tuple | None = None):
-    """hls4ml ModelGraph of ``block`` written to ``out_dir`` (not compiled).
+def convert(block: BlockDef, out_dir, opts: BlockOptions, testbench: tuple | None = None, write: bool = True):
+    """hls4ml ModelGraph of ``block`` for ``out_dir`` (not compiled), written there unless ``write`` is False
+    (``compile()`` writes the project itself: a caller that compiles next passes False, so that the
+    project, its weights and test-bench files are written once).
 
     ``testbench = (inputs, expected outputs)`` (float64 arrays) become the project's
-    ``tb_data/tb_input_features.dat`` / ``tb_output_predictions.dat`` for the vendor C-simulation."""
+    ``tb_data/tb_input_features.dat`` / ``tb_output_predictions.dat`` for the vendor C-simulation.
+
+    The torch module the graph was converted from is dropped from the graph's config: hls4ml's writer
+    would dump it into ``hls4ml_config.yml`` as a pickled Python object (12.6 MB and about 5 s per write
+    for a ViT-B/32 head; a YAML no safe loader reads). The project's weights are in ``firmware/weights``."""
     import hls4ml
 
     from .extension import register
@@ -473,7 +479,9 @@ def convert(block: BlockDef, out_dir, opts: BlockOptions, testbench: tuple | Non
         io_type=opts.io_type, part=opts.part, clock_period=float(opts.clock_period_ns),
         project_name=f"{opts.project}_{block.name}", **tb)
     check_precisions(hm, block)
-    hm.write()
+    hm.config.config.pop("PytorchModel", None)
+    if write:
+        hm.write()
     return hm
 
 

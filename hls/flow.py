@@ -35,7 +35,6 @@ A block whose twin was not synthesised (``lraee rtl --synth gate``: no ssa_sav c
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -43,12 +42,14 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from common.atomic import write_json
 from common.errors import InputError
+from common.threads import block_workers, per_thread_stdout
 
 from .blocks import BLOCKS, BlockOptions, convert, gate_block, head_block
 from .estimate import COMPARED, FORMULAS, block_estimate, compare_counts
@@ -185,12 +186,13 @@ def check_blocks(blocks) -> tuple:
 
 def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[int] | None = None,
         blocks: tuple = BLOCKS, opts: BlockOptions | None = None, compile: bool = True, log=print,
-        keep: dict | None = None, rtl_report: Path | None = None) -> dict:
+        keep: dict | None = None, rtl_report: Path | None = None, workers: int | None = None) -> dict:
     """Generate every (block, layer) project under ``out``, compile and C-simulate; write hls_report.json.
 
     ``keep`` (a dict) receives the exit unit (``"unit"``) and the compiled hls4ml models by block name.
     ``rtl_report``: the rtl_report.json of ``lraee rtl`` on the same policy and spec; its Yosys counts are
-    merged into the blocks (:func:`merge_rtl`)."""
+    merged into the blocks (:func:`merge_rtl`). ``workers``: blocks converted, compiled and C-simulated at
+    once (default :func:`common.threads.block_workers`); the report is the same for any count."""
     from exitlogic.fixedpoint import ExitUnit
 
     opts = (opts or BlockOptions()).validate()
@@ -205,7 +207,8 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        report = _generate(policy, vectors, stage, spec_path, layers, blocks, opts, compile, log, keep, rtl, out)
+        report = _generate(policy, vectors, stage, spec_path, layers, blocks, opts, compile, log, keep, rtl, out,
+                           workers)
         publish_tree(stage, out)
     except BaseException as exc:
         if not getattr(exc, "keep_stage", False):
@@ -253,7 +256,7 @@ def _repoint(project: Path, stage: Path, out: Path) -> None:
 
 
 def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compile, log, keep, rtl=None,
-              final: Path | None = None) -> dict:
+              final: Path | None = None, workers: int | None = None) -> dict:
     """Write every project, the spec and the reports under ``out`` (the staging folder; ``final``: the folder
     it becomes, for paths relative to the report).  ``rtl``: (path, loaded rtl_report.json) or None."""
     from exitlogic.fixedpoint import ExitUnit
@@ -280,53 +283,29 @@ def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compi
                           "n": {str(L): int(vectors.tokens[L].shape[0]) for L in layers},
                           "scale_exp": {str(L): int(vectors.scale_exp[L]) for L in layers}},
               "blocks": {}, "formulas": FORMULAS, "synthesis": synthesis_tools()}
+    refs = {}
     for L in layers:
         q, s = vectors.tokens[L], vectors.scale(L)
-        ref = unit.run(L, q, s, keep=True)
-        fref = unit.float_reference(L, q, s, intermediates=True)
-        for kind in blocks:
-            t0 = time.time()
-            bd = head_block(unit, L, vectors.scale_exp[L], opts) if kind == "head" else gate_block(unit, L, opts)
-            pdir = inside(out, out / bd.name)
-            buf = io.StringIO()
-            with contextlib.redirect_stdout(buf):
-                hm = convert(bd, pdir, opts, testbench=testbench(kind, unit, q, ref, TB_VECTORS))
-            t_gen = time.time() - t0
-            entry = {"kind": kind, "layer": int(L), "project_dir": bd.name,
-                     "project_name": f"{opts.project}_{bd.name}", "timing_s": {"generate": round(t_gen, 3)}}
-            style = str(hm.config.pipeline_style or "dataflow").lower()
-            entry["estimate"] = block_estimate(bd.layer_info, style, opts.clock_period_ns)
-            entry["hls4ml_layers"] = {n: _layer_entry(i) for n, i in bd.layer_info.items()}
-            if compile:
-                t1 = time.time()
-                try:
-                    with contextlib.redirect_stdout(buf):
-                        hm.compile()
-                except Exception as exc:  # g++ output is in hls4ml's printout: keep it for the user
-                    log_file = pdir / "hls4ml_log.txt"
-                    log_file.write_text(buf.getvalue())
-                    err = ToolFailed("g++", f"hls4ml compile of {bd.name}: {exc}; the partial output folder is kept",
-                                     log_file, last_error(buf.getvalue()))
-                    err.keep_stage = True
-                    raise err from None
-                entry["timing_s"]["compile"] = round(time.time() - t1, 3)
-                t2 = time.time()
-                with contextlib.redirect_stdout(buf):
-                    entry["csim"] = csim_block(hm, kind, unit, L, q, s, ref, fref)
-                entry["timing_s"]["csim"] = round(time.time() - t2, 3)
-                c = entry["csim"]
-                log(f"{bd.name}: generate {t_gen:.1f} s, compile {entry['timing_s']['compile']:.1f} s, C-sim "
-                    f"{c['vectors']} vectors: exact {c['exact_match']:.4f}"
-                    + (f", exit decisions {c['exit_match']:.4f}" if kind == "gate" else "")
-                    + f"; est. {entry['estimate']['dsp']} DSP, {entry['estimate']['bram_18k']} BRAM_18K, "
-                      f"{entry['estimate']['latency_cycles']} cycles (II {entry['estimate']['interval_cycles']})")
-            else:
-                log(f"{bd.name}: generated in {t_gen:.1f} s (not compiled)")
-            (pdir / "hls4ml_log.txt").write_text(buf.getvalue())
-            report["blocks"][bd.name] = entry
-            if keep is not None:
-                keep[bd.name] = hm
-            del hm
+        refs[L] = (unit.run(L, q, s, keep=True), unit.float_reference(L, q, s, intermediates=True))
+    jobs = [(L, kind) for L in layers for kind in blocks]
+    workers = block_workers(len(jobs)) if workers is None else max(1, int(workers))
+    with per_thread_stdout() as router:  # hls4ml prints; each block's printout goes to its own log
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lraee-hls")
+        try:  # g++ runs as a subprocess: while one block compiles, another is converted or C-simulated
+            futures = [pool.submit(_block, kind, L, unit, vectors, *refs[L], out, opts, compile, router)
+                       for L, kind in jobs]
+            for i, fut in enumerate(futures):  # in block order, whatever order they finish in
+                name, entry, hm, line = fut.result()
+                futures[i] = None  # the compiled model (weights, C library) is freed unless kept
+                log(line)
+                report["blocks"][name] = entry
+                if keep is not None:
+                    keep[name] = hm
+                del hm
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
     if rtl is not None:
         merge_rtl(report, rtl[1], rtl[0], final or out)
         log(f"merged the Yosys counts of {len(report['rtl'].get('blocks_merged', []))} blocks from {rtl[0]}"
@@ -337,6 +316,51 @@ def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compi
                {name: b.pop("timing_s") for name, b in report["blocks"].items() if "timing_s" in b})
     write_json(inside(out, out / "hls_report.json"), report)
     return report
+
+
+def _block(kind, L, unit, vectors, ref, fref, out: Path, opts, compile: bool, router) -> tuple:
+    """Convert, write, compile and C-simulate one (kind, layer) block under ``out``: (name, report entry, the
+    hls4ml model, the log line). hls4ml's printout goes to the project's ``hls4ml_log.txt``."""
+    q, s = vectors.tokens[L], vectors.scale(L)
+    t0 = time.time()
+    bd = head_block(unit, L, vectors.scale_exp[L], opts) if kind == "head" else gate_block(unit, L, opts)
+    pdir = inside(out, out / bd.name)
+    buf = io.StringIO()
+    with router.capture(buf):
+        hm = convert(bd, pdir, opts, testbench=testbench(kind, unit, q, ref, TB_VECTORS), write=not compile)
+    t_gen = time.time() - t0
+    entry = {"kind": kind, "layer": int(L), "project_dir": bd.name,
+             "project_name": f"{opts.project}_{bd.name}", "timing_s": {"generate": round(t_gen, 3)}}
+    style = str(hm.config.pipeline_style or "dataflow").lower()
+    entry["estimate"] = block_estimate(bd.layer_info, style, opts.clock_period_ns)
+    entry["hls4ml_layers"] = {n: _layer_entry(i) for n, i in bd.layer_info.items()}
+    if not compile:
+        (pdir / "hls4ml_log.txt").write_text(buf.getvalue())
+        return bd.name, entry, hm, f"{bd.name}: generated in {t_gen:.1f} s (not compiled)"
+    t1 = time.time()
+    try:
+        with router.capture(buf):
+            hm.compile()  # writes the project, then g++
+    except Exception as exc:  # g++ output is in hls4ml's printout: keep it for the user
+        log_file = pdir / "hls4ml_log.txt"
+        log_file.write_text(buf.getvalue())
+        err = ToolFailed("g++", f"hls4ml compile of {bd.name}: {exc}; the partial output folder is kept",
+                         log_file, last_error(buf.getvalue()))
+        err.keep_stage = True
+        raise err from None
+    entry["timing_s"]["compile"] = round(time.time() - t1, 3)
+    t2 = time.time()
+    with router.capture(buf):
+        entry["csim"] = csim_block(hm, kind, unit, L, q, s, ref, fref)
+    entry["timing_s"]["csim"] = round(time.time() - t2, 3)
+    (pdir / "hls4ml_log.txt").write_text(buf.getvalue())
+    c, est = entry["csim"], entry["estimate"]
+    line = (f"{bd.name}: generate {t_gen:.1f} s, write and compile {entry['timing_s']['compile']:.1f} s, C-sim "
+            f"{c['vectors']} vectors: exact {c['exact_match']:.4f}"
+            + (f", exit decisions {c['exit_match']:.4f}" if kind == "gate" else "")
+            + f"; est. {est['dsp']} DSP, {est['bram_18k']} BRAM_18K, "
+              f"{est['latency_cycles']} cycles (II {est['interval_cycles']})")
+    return bd.name, entry, hm, line
 
 
 def _layer_entry(info: dict) -> dict:

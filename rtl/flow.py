@@ -35,12 +35,14 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from common.atomic import write_json, write_text
 from common.errors import InputError
+from common.threads import block_workers
 
 from hls.flow import requested_layers
 
@@ -114,14 +116,62 @@ def _sim_ssa(blk, exe, unit, q, ref, work) -> dict:
             "throughput_check": f"{n} samples streamed back to back, one token per clock"}
 
 
+def _emit_block(kind, L, unit, vectors, ref, out, project, spec, family, synth, style, clock_period_ns, cache_dir):
+    """Emit, simulate and synthesise one (kind, layer) block in a temporary folder under ``out``, renamed to
+    ``out/{block}`` when complete: (name, report entry, wall times in s, the RTLBlock)."""
+    q, e = vectors.tokens[L], int(vectors.scale_exp[L])
+    name = block_name(kind, int(L))
+    module = f"{project}_{name}"
+    blk = gate_rtl(unit, L, module) if kind == "gate" else ssa_sav_rtl(unit, L, e, module)
+    final = inside(out, out / name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
+    try:
+        t0 = time.time()
+        vfile = tmp / f"{module}.v"
+        write_text(vfile, blk.verilog)
+        exe = build(blk, vfile, tmp / "sim", cache_dir)
+        t1 = time.time()
+        sim = _sim_gate(blk, exe, unit, ref, tmp / "sim") if kind == "gate" else \
+            _sim_ssa(blk, exe, unit, q, ref, tmp / "sim")
+        t2 = time.time()
+        entry = {"kind": kind, "layer": int(L), "module": module, "verilog": f"{name}/{module}.v",
+                 "latency_cycles": blk.latency, "interval_cycles": blk.interval,
+                 "latency_definition": "clock edges from the edge sampling the input (ssa_sav: the last "
+                                       "patch token) to the edge after which out_valid is high",
+                 "ports": {"in": [vars(p) for p in blk.inputs], "out": [vars(p) for p in blk.outputs]},
+                 "sim": sim, "estimate": estimate(kind, spec, style, clock_period_ns,
+                                                  layer_params=unit.layers[L], consts=unit.consts,
+                                                  scale_exp=e)}
+        tm = {"verilate_build": round(t1 - t0, 2), "simulate": round(t2 - t1, 2)}
+        if synth == "all" or synth == kind:
+            entry["synth"] = synthesize(vfile, module, family, tmp / "synth", cache_dir)
+            entry["compare"] = compare(entry["synth"]["counts"], entry["estimate"])
+            tm["synthesize"] = round(time.time() - t2, 2)
+        shutil.rmtree(tmp / "sim" / "obj", ignore_errors=True)  # build products: regenerated on demand
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except ToolFailed as exc:  # keep the block's folder (Verilog, bench, logs) beside --out for the user
+        kept = Path(tempfile.mkdtemp(prefix=f".{out.name}.{name}.failed-", dir=out.parent))
+        kept.rmdir()
+        os.replace(tmp, kept)
+        raise exc.moved(tmp, kept) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return name, entry, tm, blk
+
+
 def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[int] | None = None,
         part: str = DEFAULT_PART, project: str = "lraee", kinds: tuple = KINDS, synth: str = "all",
-        style: str = "pipeline", clock_period_ns: float = 5.0, cache_dir: Path | None = None, log=print) -> dict:
+        style: str = "pipeline", clock_period_ns: float = 5.0, cache_dir: Path | None = None, log=print,
+        workers: int | None = None) -> dict:
     """Emit every (kind, layer) block under ``out``, simulate it against the fixed-point unit and
     synthesise it; write ``rtl_report.json`` (see module doc).  ``cache_dir``: reuse Verilator builds and
     Yosys statistics of identical Verilog (:mod:`rtl.cache`).  ``synth``: ``all`` blocks, ``gate`` blocks
     only (the ssa_sav block at d = 128 takes minutes in YoWASP Yosys) or ``none``.  Raises ToolMissing (an
-    InputError) before writing anything when Verilator (or, unless ``synth == "none"``, Yosys) is missing."""
+    InputError) before writing anything when Verilator (or, unless ``synth == "none"``, Yosys) is missing.
+    ``workers``: blocks built at once (default :func:`block_workers`); the report is the same for any count."""
     from exitlogic.fixedpoint import ExitUnit
     from hls.flow import build_spec
 
@@ -157,59 +207,29 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
               "vectors": {"source": vectors.source, "n": {str(L): int(vectors.tokens[L].shape[0]) for L in layers},
                           "scale_exp": {str(L): int(vectors.scale_exp[L]) for L in layers}},
               "tools": tools.available(), "head_mlp": {"emitted": False, "why": HEAD_MLP_WHY}, "blocks": {}}
+    refs = {L: unit.run(L, vectors.tokens[L], vectors.scale(L), keep=True) for L in layers}
+    jobs = [(int(L), kind) for L in layers for kind in kinds]
+    workers = block_workers(len(jobs)) if workers is None else max(1, int(workers))
     timings = {}
-    for L in layers:
-        q, e = vectors.tokens[L], int(vectors.scale_exp[L])
-        ref = unit.run(L, q, vectors.scale(L), keep=True)
-        for kind in kinds:
-            name = block_name(kind, int(L))
-            module = f"{project}_{name}"
-            blk = gate_rtl(unit, L, module) if kind == "gate" else ssa_sav_rtl(unit, L, e, module)
-            final = inside(out, out / name)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
-            try:
-                t0 = time.time()
-                vfile = tmp / f"{module}.v"
-                write_text(vfile, blk.verilog)
-                exe = build(blk, vfile, tmp / "sim", cache_dir)
-                t1 = time.time()
-                sim = _sim_gate(blk, exe, unit, ref, tmp / "sim") if kind == "gate" else \
-                    _sim_ssa(blk, exe, unit, q, ref, tmp / "sim")
-                t2 = time.time()
-                entry = {"kind": kind, "layer": int(L), "module": module, "verilog": f"{name}/{module}.v",
-                         "latency_cycles": blk.latency, "interval_cycles": blk.interval,
-                         "latency_definition": "clock edges from the edge sampling the input (ssa_sav: the last "
-                                               "patch token) to the edge after which out_valid is high",
-                         "ports": {"in": [vars(p) for p in blk.inputs], "out": [vars(p) for p in blk.outputs]},
-                         "sim": sim, "estimate": estimate(kind, spec, style, clock_period_ns,
-                                                          layer_params=unit.layers[L], consts=unit.consts,
-                                                          scale_exp=e)}
-                tm = {"verilate_build": round(t1 - t0, 2), "simulate": round(t2 - t1, 2)}
-                if synth == "all" or synth == kind:
-                    entry["synth"] = synthesize(vfile, module, family, tmp / "synth", cache_dir)
-                    entry["compare"] = compare(entry["synth"]["counts"], entry["estimate"])
-                    tm["synthesize"] = round(time.time() - t2, 2)
-                shutil.rmtree(tmp / "sim" / "obj", ignore_errors=True)  # build products: regenerated on demand
-                if final.exists():
-                    shutil.rmtree(final)
-                tmp.rename(final)
-            except ToolFailed as exc:  # keep the block's folder (Verilog, bench, logs) beside --out for the user
-                kept = Path(tempfile.mkdtemp(prefix=f".{out.name}.{name}.failed-", dir=out.parent))
-                kept.rmdir()
-                os.replace(tmp, kept)
-                raise exc.moved(tmp, kept) from None
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lraee-rtl")
+    try:  # the tools run as subprocesses: the threads only wait on them
+        futures = [pool.submit(_emit_block, kind, L, unit, vectors, refs[L], out, project, spec, family, synth,
+                               style, clock_period_ns, cache_dir) for L, kind in jobs]
+        for (L, kind), fut in zip(jobs, futures):  # in block order, whatever order they finish in
+            name, entry, tm, blk = fut.result()
             timings[name] = tm
             report["blocks"][name] = entry
-            c = entry.get("synth", {}).get("counts")
+            sim, c = entry["sim"], entry.get("synth", {}).get("counts")
             log(f"{name}: Verilator {sim['vectors']} vectors, exact {sim['exact_match']:.4f}"
                 + (f", exit {sim['exit_match']:.4f}" if kind == "gate" else "")
                 + f", latency {sim.get('latency_measured')} (stated {blk.latency})"
                 + (f"; yosys {family}: LUT {c['lut']}, FF {c['ff']}, CARRY {c['carry']}, DSP {c['dsp']}, "
                    f"BRAM_18K {c['bram_18k_equiv']}" if c else "")
                 + f"; est. LUT {entry['estimate']['lut']}, FF {entry['estimate']['ff']}, DSP {entry['estimate']['dsp']}")
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # blocks already running finish (their folders are whole)
+        raise
+    pool.shutdown()
     sims = [b["sim"]["exact_match"] for b in report["blocks"].values()]
     report["exact_match"] = float(min(sims)) if sims else None
     report["latency_ok"] = all(b["sim"].get("latency_measured") == [b["latency_cycles"]]

@@ -58,9 +58,11 @@ def test_text_tower_runs_once_and_is_cached_by_content(tmp_path, tiny_random, mo
     from analysis.features import get_features
     from analysis.zeroshot import class_embeddings, text_embeddings
 
+    import analysis.zeroshot as zs
+
     calls = []
-    real = tiny_random.model.encode_text
-    monkeypatch.setattr(tiny_random.model, "encode_text", lambda t: calls.append(len(t)) or real(t))
+    real = zs.encode_text
+    monkeypatch.setattr(zs, "encode_text", lambda m, t: calls.append(len(t)) or real(m, t))
     templates = ["a {}.", "the {} here."]
     for split in ("gating", "eval"):  # two splits, one precision each: one text pass in all
         get_features(tiny_random, open_source("procedural", split, 6), "fp32", "x", templates, tmp_path,
@@ -77,6 +79,31 @@ def test_text_tower_runs_once_and_is_cached_by_content(tmp_path, tiny_random, mo
     with torch.no_grad():  # other text weights: another entry
         tiny_random.model.token_embedding.weight[5] += 1.0
     assert not text_embeddings(tiny_random, ["red circle", "blue star"], templates, tmp_path / "text")[1]
+
+
+def test_text_tower_on_the_shortest_prefix_equals_encode_text(tiny_random, vitb32_random):
+    """The causal text tower read at the end-of-text token, on the context cut after the longest prompt's
+    end-of-text token: the same embeddings as open_clip's encode_text (up to float rounding)."""
+    import analysis.zeroshot as zs
+
+    prompts = ["a {}.".format("red circle"), "a blurry photo of the {} in a field.".format("blue star"),
+               " ".join(["word"] * 100)]  # the last fills the whole context (truncated by the tokenizer)
+    for enc in (tiny_random, vitb32_random):
+        m = enc.model.eval()
+        for batch in (prompts[:2], prompts):
+            toks = enc.tokenizer(batch)
+            with torch.no_grad():
+                want, got = m.encode_text(toks), zs.encode_text(m, toks)
+            assert got.shape == want.shape
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    calls = []  # an overridden encode_text is respected
+    real = tiny_random.model.encode_text
+    tiny_random.model.encode_text = lambda t: calls.append(len(t)) or real(t)
+    try:
+        zs.encode_text(tiny_random.model, tiny_random.tokenizer(prompts[:2]))
+    finally:
+        del tiny_random.model.encode_text
+    assert calls == [2]
 
 
 def _folder(root, classes, per_class=2, seed=0):

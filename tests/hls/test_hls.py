@@ -100,9 +100,22 @@ def test_projects_are_ready_to_synthesize(compiled):
         assert rep["part"] in tcl and "5" in tcl
         top = (d / "firmware" / f"{b['project_name']}.cpp").read_text()
         assert "nnet::lraee_" in top
+        cfg = (d / "hls4ml_config.yml").read_text()  # hls4ml's config, without a pickled torch module
+        assert "PytorchModel" not in cfg and "!!python/object" not in cfg and f"ProjectName: {b['project_name']}" in cfg
+        assert "Interpreting Model" in (d / "hls4ml_log.txt").read_text()  # hls4ml's printout, per project
     assert "Vitis HLS" in rep["synthesis"]["how"] or "vitis_hls" in rep["synthesis"]["how"]
     saved = json.loads((Path(compiled["out"]) / "hls_report.json").read_text())
     assert saved["exact_match"] == 1.0
+
+
+def test_report_is_the_same_for_any_worker_count(compiled, hls_world, tmp_path):
+    """The blocks are built on a thread pool (one per core by default): one worker gives the same report."""
+    from hls.flow import run
+
+    w = hls_world
+    rep = run(w["policy"], w["vectors"], tmp_path / "o", layers=[w["layer"]], workers=1, log=lambda *a: None)
+    assert len(rep["blocks"]) == 2
+    assert json.dumps(rep, sort_keys=True) == json.dumps(compiled["report"], sort_keys=True)
 
 
 def test_report_feeds_hwsim(compiled):

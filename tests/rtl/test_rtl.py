@@ -265,6 +265,24 @@ def test_hostile_project_and_layers_stay_inside_out(rtl_world, tmp_path):
     assert [r[0] for r in rows] == [f"gate_L{L}"] and rows[0][1] == 8 and rows[0][2] == 1.0
 
 
+def test_blocks_built_in_parallel_give_the_same_report(rtl_world, rtl_cache, tmp_path):
+    """Both blocks of a layer on a thread pool of 2 and one at a time: the same report, every folder whole."""
+    from rtl.flow import run
+
+    w = rtl_world
+    L = w["layer"]
+    sub = type(w["vectors"])(tokens={L: w["vectors"].tokens[L][:8]}, scale_exp=w["vectors"].scale_exp,
+                             source="test", files=[])
+    reps = {n: run(w["policy"], sub, tmp_path / f"w{n}", layers=[L], kinds=("gate", "ssa_sav"), synth="none",
+                   cache_dir=rtl_cache, workers=n, log=lambda *a: None) for n in (2, 1)}
+    assert list(reps[2]["blocks"]) == [f"gate_L{L}", f"ssa_sav_L{L}"]
+    assert json.dumps(reps[2], sort_keys=True) == json.dumps(reps[1], sort_keys=True)
+    assert reps[2]["exact_match"] == 1.0 and reps[2]["latency_ok"]
+    for n in (2, 1):
+        assert sorted(p.name for p in (tmp_path / f"w{n}").iterdir()) == [
+            "fixedpoint_spec.json", f"gate_L{L}", "rtl_report.json", "rtl_timings.json", f"ssa_sav_L{L}"]
+
+
 def test_missing_tool_exits_2_naming_it(run_cli, rtl_world, tmp_path, monkeypatch):
     monkeypatch.setenv("LRAEE_NO_VERILATOR", "1")
     rc, _, err = run_cli("rtl", "--policy", rtl_world["policy_dir"], "--out", tmp_path / "o",
