@@ -15,8 +15,10 @@ from collections.abc import Iterator
 
 
 def cpu_count() -> int:
-    """Cores this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Cores this process may run on (its affinity mask where the OS has one), at least 1: what every worker
+    default reads (image decoding, DSE processes, HLS and RTL blocks)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, n)
 
 
 def block_workers(n_blocks: int) -> int:

@@ -10,13 +10,13 @@ two cores or fewer, 0 = decode in the main process), or ``workers=`` / ``runtime
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import torch
 
 from analysis.data.sources import ImageSource
 from common.errors import InputError
+from common.threads import cpu_count
 
 
 def default_workers(device: str = "cpu") -> int:
@@ -27,7 +27,7 @@ def default_workers(device: str = "cpu") -> int:
     2 cores (random ViT-B-32, JPEG folder, batch 32, ``bench_nonbackbone.py --parts decoding``): the
     feature pass ran at 0.89-0.93x the plain forward of preloaded batches with one worker and at
     0.99-1.00x decoding in the main process."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = cpu_count()
     if n <= 2 and not str(device).startswith("cuda"):
         return 0
     return max(0, min(8, n - 1))

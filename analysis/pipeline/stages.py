@@ -26,9 +26,9 @@ def calibration_file(ctx: Context) -> Path:
 
 def default_dse_workers() -> int:
     """DSE processes when ``runtime.dse_workers`` is unset: the CPUs this process may use."""
-    import os
+    from common.threads import cpu_count
 
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return cpu_count()
 
 
 def _rel(ctx: Context, *paths: Path) -> list[str]:
