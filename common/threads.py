@@ -11,7 +11,8 @@ import io
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 
 def cpu_count() -> int:
@@ -24,6 +25,26 @@ def cpu_count() -> int:
 def block_workers(n_blocks: int) -> int:
     """Blocks built at once: one per core, at most ``n_blocks``, at least 1."""
     return max(1, min(cpu_count(), int(n_blocks)))
+
+
+def in_order(fn: Callable, jobs: Iterable[tuple], workers: int | None = None, name: str = "lraee") -> Iterator:
+    """``fn(*job)`` for every job on a pool of ``workers`` threads (default :func:`block_workers`), yielded
+    in job order whatever order they finish in; each result is dropped from the pool once yielded. The
+    first failure (in job order) is raised after the jobs already running have finished and the ones not
+    started are cancelled, so a job never stops half-way through its own clean-up."""
+    jobs = list(jobs)
+    workers = block_workers(len(jobs)) if workers is None else max(1, int(workers))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    try:
+        futures = [pool.submit(fn, *job) for job in jobs]
+        for i, fut in enumerate(futures):
+            result = fut.result()
+            futures[i] = None
+            yield result
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 class _PerThreadStdout(io.TextIOBase):

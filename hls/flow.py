@@ -42,14 +42,13 @@ import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from common.atomic import write_json
 from common.errors import InputError
-from common.threads import block_workers, per_thread_stdout
+from common.threads import in_order, per_thread_stdout
 
 from .blocks import BLOCKS, BlockOptions, convert, gate_block, head_block
 from .estimate import COMPARED, FORMULAS, block_estimate, compare_counts
@@ -288,24 +287,15 @@ def _generate(policy, vectors, out: Path, spec_path, layers, blocks, opts, compi
         q, s = vectors.tokens[L], vectors.scale(L)
         refs[L] = (unit.run(L, q, s, keep=True), unit.float_reference(L, q, s, intermediates=True))
     jobs = [(L, kind) for L in layers for kind in blocks]
-    workers = block_workers(len(jobs)) if workers is None else max(1, int(workers))
     with per_thread_stdout() as router:  # hls4ml prints; each block's printout goes to its own log
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lraee-hls")
-        try:  # g++ runs as a subprocess: while one block compiles, another is converted or C-simulated
-            futures = [pool.submit(_block, kind, L, unit, vectors, *refs[L], out, opts, compile, router)
-                       for L, kind in jobs]
-            for i, fut in enumerate(futures):  # in block order, whatever order they finish in
-                name, entry, hm, line = fut.result()
-                futures[i] = None  # the compiled model (weights, C library) is freed unless kept
-                log(line)
-                report["blocks"][name] = entry
-                if keep is not None:
-                    keep[name] = hm
-                del hm
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown()
+        # g++ runs as a subprocess: while one block compiles, another is converted or C-simulated
+        args = [(kind, L, unit, vectors, *refs[L], out, opts, compile, router) for L, kind in jobs]
+        for name, entry, hm, line in in_order(_block, args, workers, "lraee-hls"):
+            log(line)
+            report["blocks"][name] = entry
+            if keep is not None:
+                keep[name] = hm
+            del hm  # the compiled model (weights, C library) is freed unless kept
     if rtl is not None:
         merge_rtl(report, rtl[1], rtl[0], final or out)
         log(f"merged the Yosys counts of {len(report['rtl'].get('blocks_merged', []))} blocks from {rtl[0]}"

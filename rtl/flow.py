@@ -35,14 +35,13 @@ import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from common.atomic import write_json, write_text
 from common.errors import InputError
-from common.threads import block_workers
+from common.threads import in_order
 
 from hls.flow import requested_layers
 
@@ -171,7 +170,7 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
     Yosys statistics of identical Verilog (:mod:`rtl.cache`).  ``synth``: ``all`` blocks, ``gate`` blocks
     only (the ssa_sav block at d = 128 takes minutes in YoWASP Yosys) or ``none``.  Raises ToolMissing (an
     InputError) before writing anything when Verilator (or, unless ``synth == "none"``, Yosys) is missing.
-    ``workers``: blocks built at once (default :func:`block_workers`); the report is the same for any count."""
+    ``workers``: blocks built at once (default :func:`common.threads.block_workers`); the report is the same for any count."""
     from exitlogic.fixedpoint import ExitUnit
     from hls.flow import build_spec
 
@@ -209,27 +208,19 @@ def run(policy, vectors, out: Path, spec_path: Path | None = None, layers: list[
               "tools": tools.available(), "head_mlp": {"emitted": False, "why": HEAD_MLP_WHY}, "blocks": {}}
     refs = {L: unit.run(L, vectors.tokens[L], vectors.scale(L), keep=True) for L in layers}
     jobs = [(int(L), kind) for L in layers for kind in kinds]
-    workers = block_workers(len(jobs)) if workers is None else max(1, int(workers))
     timings = {}
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lraee-rtl")
-    try:  # the tools run as subprocesses: the threads only wait on them
-        futures = [pool.submit(_emit_block, kind, L, unit, vectors, refs[L], out, project, spec, family, synth,
-                               style, clock_period_ns, cache_dir) for L, kind in jobs]
-        for (L, kind), fut in zip(jobs, futures):  # in block order, whatever order they finish in
-            name, entry, tm, blk = fut.result()
-            timings[name] = tm
-            report["blocks"][name] = entry
-            sim, c = entry["sim"], entry.get("synth", {}).get("counts")
-            log(f"{name}: Verilator {sim['vectors']} vectors, exact {sim['exact_match']:.4f}"
-                + (f", exit {sim['exit_match']:.4f}" if kind == "gate" else "")
-                + f", latency {sim.get('latency_measured')} (stated {blk.latency})"
-                + (f"; yosys {family}: LUT {c['lut']}, FF {c['ff']}, CARRY {c['carry']}, DSP {c['dsp']}, "
-                   f"BRAM_18K {c['bram_18k_equiv']}" if c else "")
-                + f"; est. LUT {entry['estimate']['lut']}, FF {entry['estimate']['ff']}, DSP {entry['estimate']['dsp']}")
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # blocks already running finish (their folders are whole)
-        raise
-    pool.shutdown()
+    args = [(kind, L, unit, vectors, refs[L], out, project, spec, family, synth, style, clock_period_ns, cache_dir)
+            for L, kind in jobs]  # the tools run as subprocesses: the threads only wait on them
+    for (L, kind), (name, entry, tm, blk) in zip(jobs, in_order(_emit_block, args, workers, "lraee-rtl")):
+        timings[name] = tm
+        report["blocks"][name] = entry
+        sim, c = entry["sim"], entry.get("synth", {}).get("counts")
+        log(f"{name}: Verilator {sim['vectors']} vectors, exact {sim['exact_match']:.4f}"
+            + (f", exit {sim['exit_match']:.4f}" if kind == "gate" else "")
+            + f", latency {sim.get('latency_measured')} (stated {blk.latency})"
+            + (f"; yosys {family}: LUT {c['lut']}, FF {c['ff']}, CARRY {c['carry']}, DSP {c['dsp']}, "
+               f"BRAM_18K {c['bram_18k_equiv']}" if c else "")
+            + f"; est. LUT {entry['estimate']['lut']}, FF {entry['estimate']['ff']}, DSP {entry['estimate']['dsp']}")
     sims = [b["sim"]["exact_match"] for b in report["blocks"].values()]
     report["exact_match"] = float(min(sims)) if sims else None
     report["latency_ok"] = all(b["sim"].get("latency_measured") == [b["latency_cycles"]]

@@ -46,3 +46,31 @@ def test_capture_nests_and_restores():
 def test_block_workers_bounds():
     assert block_workers(1) == 1 and block_workers(0) == 1
     assert block_workers(10_000) == cpu_count() >= 1
+
+
+def test_in_order_yields_in_job_order_and_raises_the_first_failure():
+    import time
+
+    import pytest
+
+    from common.threads import in_order
+
+    def job(i, delay):
+        time.sleep(delay)
+        return i
+
+    assert list(in_order(job, [(0, 0.05), (1, 0.0), (2, 0.02)], workers=3)) == [0, 1, 2]
+    started = []
+
+    def failing(i):
+        started.append(i)
+        time.sleep(0.02)
+        if i == 1:
+            raise ValueError("job 1")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="job 1"):
+        for r in in_order(failing, [(i,) for i in range(50)], workers=2):
+            got.append(r)
+    assert got == [0] and len(started) < 50  # the jobs not started were cancelled
